@@ -1,3 +1,26 @@
-"""longtail: losses, datasets, training and benchmarks for long-tailed classification."""
+"""longtail: losses, datasets, training and benchmarks for long-tailed (class-imbalanced) classification.
+
+The class-balanced loss of Cui et al. (CVPR 2019), the class-wise difficulty-balanced loss of
+Sinha et al. (ACCV 2020), and the peers users compare them with, as functions
+(:mod:`longtail.functional`) and ``nn.Module`` s.
+"""
+
+from . import functional
+from .bias_init import init_prior_bias
+from .counts import class_counts
+from .losses import ClassBalancedLoss, FocalLoss, SigmoidFocalLoss
+from .weights import class_balanced_weights, effective_number
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "ClassBalancedLoss",
+    "FocalLoss",
+    "SigmoidFocalLoss",
+    "__version__",
+    "class_balanced_weights",
+    "class_counts",
+    "effective_number",
+    "functional",
+    "init_prior_bias",
+]

@@ -1,0 +1,165 @@
+"""Argument checks shared by the public functions.
+
+Every check raises ``ValueError`` (bad value) or ``TypeError`` (bad type) with a message that names
+what was expected and what was given. Checks that must look at tensor *values* (labels in range,
+counts non-negative) are data-dependent; the loss functions skip those while ``torch.compile`` is
+tracing so that ``forward`` compiles without graph breaks.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+REDUCTIONS = ("mean", "weighted_mean", "sum", "none")
+
+
+def is_compiling() -> bool:
+    """True while torch.compile / dynamo traces the caller (data-dependent checks are skipped)."""
+    compiler = getattr(torch, "compiler", None)
+    if compiler is not None and hasattr(compiler, "is_compiling"):
+        return bool(compiler.is_compiling())
+    return bool(torch._dynamo.is_compiling())  # torch < 2.3
+
+
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+    return value
+
+
+def check_real(name: str, value: Any, *, low: float | None = None, high: float | None = None) -> float:
+    """A finite-or-bounded real number as a Python float (bools, NaN and out-of-range values rejected)."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise TypeError(f"{name} must be a number; got a tensor of shape {tuple(value.shape)}")
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number; got {type(value).__name__} {value!r}")
+    value = float(value)
+    if math.isnan(value):
+        raise ValueError(f"{name} must be a number; got NaN")
+    if (low is not None and value < low) or (high is not None and value > high):
+        lo = "-inf" if low is None else f"{low:g}"
+        hi = "inf" if high is None else f"{high:g}"
+        raise ValueError(f"{name} must be in [{lo}, {hi}]; got {value!r}")
+    return value
+
+
+def check_beta(beta: Any) -> float:
+    return check_real("beta", beta, low=0.0, high=1.0)
+
+
+def check_gamma(gamma: Any) -> float:
+    gamma = check_real("gamma", gamma, low=0.0)
+    if math.isinf(gamma):
+        raise ValueError(f"gamma must be finite; got {gamma!r}")
+    return gamma
+
+
+def as_counts(counts: Any, name: str = "counts") -> torch.Tensor:
+    """Per-class counts (list, numpy array or tensor) as a 1-D float64 CPU tensor, validated."""
+    if isinstance(counts, torch.Tensor):
+        tensor = counts.detach().to(device="cpu")
+    elif isinstance(counts, (np.ndarray, Sequence)) and not isinstance(counts, (str, bytes)):
+        try:
+            array = np.asarray(counts)
+        except (TypeError, ValueError) as exc:  # ragged nested sequences
+            raise TypeError(f"{name} must be a 1-D sequence of numbers; got {counts!r}") from exc
+        if array.dtype == object or array.dtype.kind not in "biuf":
+            raise TypeError(f"{name} must hold numbers; got an array of dtype {array.dtype}")
+        tensor = torch.from_numpy(array)
+    else:
+        raise TypeError(f"{name} must be a list, numpy array or tensor; got {type(counts).__name__}")
+    if tensor.dtype == torch.bool or tensor.is_complex():
+        raise TypeError(f"{name} must hold real numbers; got dtype {tensor.dtype}")
+    if tensor.dim() != 1:
+        raise ValueError(f"{name} must be 1-D (one count per class); got shape {tuple(tensor.shape)}")
+    if tensor.numel() == 0:
+        raise ValueError(f"{name} must have at least one class; got an empty {name}")
+    tensor = tensor.to(torch.float64)
+    if not torch.isfinite(tensor).all():
+        raise ValueError(f"{name} must be finite; got {tensor.tolist()}")
+    if (tensor < 0).any():
+        bad = torch.nonzero(tensor < 0).flatten().tolist()
+        raise ValueError(f"{name} must be non-negative; got negative counts for classes {bad}")
+    return tensor
+
+
+def check_logits(input: Any) -> torch.Tensor:
+    if not isinstance(input, torch.Tensor):
+        raise TypeError(f"input must be a tensor of logits; got {type(input).__name__}")
+    if not input.is_floating_point():
+        raise TypeError(f"input must be a floating-point tensor of logits; got dtype {input.dtype}")
+    if input.dim() < 2:
+        raise ValueError(
+            f"input must have shape (N, C) or (N, C, d1, ...); got shape {tuple(input.shape)}"
+        )
+    if input.shape[1] < 1:
+        raise ValueError(f"input must have at least one class (C >= 1); got shape {tuple(input.shape)}")
+    return input
+
+
+def check_target(input: torch.Tensor, target: Any) -> bool:
+    """Validates the target's type and shape; returns True for class-index targets, False for float ones."""
+    if not isinstance(target, torch.Tensor):
+        raise TypeError(f"target must be a tensor; got {type(target).__name__}")
+    if target.device != input.device:
+        raise ValueError(f"target must be on the input's device {input.device}; got {target.device}")
+    if target.dtype == torch.bool or target.is_floating_point():
+        if target.shape != input.shape:
+            raise ValueError(
+                "a float (probability or multi-hot) target must have the input's shape "
+                f"{tuple(input.shape)}; got {tuple(target.shape)}"
+            )
+        return False
+    if target.is_complex():
+        raise TypeError(f"target must hold class indices (integer) or probabilities (float); got {target.dtype}")
+    expected = (input.shape[0],) + tuple(input.shape[2:])
+    if tuple(target.shape) != expected:
+        raise ValueError(
+            f"a class-index target for input of shape {tuple(input.shape)} must have shape {expected}; "
+            f"got {tuple(target.shape)}"
+        )
+    return True
+
+
+def check_label_values(target: torch.Tensor, num_classes: int, ignore_index: int) -> None:
+    """Labels must lie in [0, C) or equal ignore_index (data-dependent: eager mode only)."""
+    if is_compiling() or target.numel() == 0:
+        return
+    bad = ((target < 0) | (target >= num_classes)) & (target != ignore_index)
+    if bool(bad.any()):
+        value = int(target[bad][0])
+        raise ValueError(
+            f"target labels must be in [0, {num_classes - 1}] or equal ignore_index={ignore_index}; "
+            f"got label {value}"
+        )
+
+
+def check_target_values(target: torch.Tensor) -> None:
+    """Float targets are probabilities or multi-hot labels: values in [0, 1] (eager mode only)."""
+    if is_compiling() or target.numel() == 0:
+        return
+    low, high = torch.aminmax(target.detach().float())
+    if not (bool(low >= 0) and bool(high <= 1)):
+        raise ValueError(
+            f"float targets must hold probabilities in [0, 1]; got values in [{float(low):g}, {float(high):g}]"
+        )
+
+
+def check_class_weight(weight: Any, num_classes: int, device: torch.device, name: str = "weight") -> torch.Tensor:
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"{name} must be a tensor of shape ({num_classes},); got {type(weight).__name__}")
+    if not weight.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor; got dtype {weight.dtype}")
+    if weight.shape != (num_classes,):
+        raise ValueError(f"{name} must have shape ({num_classes},), one value per class; got {tuple(weight.shape)}")
+    if weight.device != device:
+        raise ValueError(f"{name} must be on the input's device {device}; got {weight.device}")
+    return weight

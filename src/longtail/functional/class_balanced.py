@@ -1,0 +1,72 @@
+"""Class-Balanced loss (Cui et al., CVPR 2019) on softmax, sigmoid and focal losses."""
+
+from __future__ import annotations
+
+import torch
+
+from .._validation import check_choice
+from ._core import check_gamma, check_multilabel_weight, prepare, sigmoid_loss, softmax_loss
+
+LOSSES = ("softmax", "sigmoid", "focal", "softmax_focal")
+
+
+def class_balanced_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor,
+    *,
+    loss: str = "softmax",
+    gamma: float = 0.0,
+    reduction: str = "mean",
+    ignore_index: int = -100,
+    multilabel_weight: str = "average",
+) -> torch.Tensor:
+    r"""Class-balanced loss: the weight of a sample's true class times that sample's whole loss.
+
+    .. math::
+        \mathrm{CB}(z, y) = w_y \, L(z, y), \qquad
+        w_c = \frac{1 - \beta}{1 - \beta^{n_c}} \ \text{(normalised to sum to } C\text{)}
+
+    with ``weight`` from :func:`longtail.class_balanced_weights` and ``L`` one of
+
+    - ``"softmax"``: cross-entropy ``-log p_y``;
+    - ``"sigmoid"``: ``sum_{i=1..C} BCE(z_i, 1[i == y])``, all one-vs-all terms, negatives included;
+    - ``"focal"``: the paper's sigmoid focal loss, ``sum_i (1 - p^t_i)**gamma BCE(z_i, 1[i == y])``;
+    - ``"softmax_focal"``: ``-(1 - p_y)**gamma log p_y``.
+
+    Args:
+        logits: ``(N, C)`` or ``(N, C, d1, ...)``; float16/bfloat16 are computed in float32.
+        target: class indices ``(N,)`` / ``(N, d1, ...)``, or float targets with the logits' shape:
+            probabilities (mixup, label smoothing) for every loss, multi-hot labels for ``sigmoid``
+            and ``focal``. Softmax losses with soft targets are linear in the target
+            (``sum_c t_c w_c L(z, c)``); sigmoid losses weight a float-target sample by
+            ``sum_c t_c w_c / sum_c t_c`` (``multilabel_weight="average"``) or each term ``i`` by
+            ``w_i`` (``"by_class"``).
+        weight: per-class weights ``(C,)`` on the logits' device.
+        loss: ``"softmax"``, ``"sigmoid"``, ``"focal"`` or ``"softmax_focal"``.
+        gamma: focal parameter (``"focal"`` and ``"softmax_focal"``), ``>= 0``.
+        reduction: ``"mean"`` (the official code: weighted sum / number of non-ignored samples),
+            ``"weighted_mean"`` (PyTorch's: weighted sum / sum of the samples' weights), ``"sum"``,
+            or ``"none"`` (one value per sample, 0 where ignored).
+        ignore_index: class-index targets equal to it contribute nothing and are not counted.
+        multilabel_weight: see ``target``.
+
+    Returns:
+        A scalar, or ``(N, d1, ...)`` for ``reduction="none"``, in the logits' dtype.
+
+    Example:
+        >>> import longtail
+        >>> w = longtail.class_balanced_weights([100, 10, 1], beta=0.99)
+        >>> logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])
+        >>> class_balanced_loss(logits, torch.tensor([0, 2]), w)
+        tensor(0.0782)
+    """
+    check_choice("loss", loss, LOSSES)
+    gamma = check_gamma(gamma)
+    check_multilabel_weight(multilabel_weight)
+    if weight is None:
+        raise TypeError("weight must be a tensor of per-class weights; got None (use focal_loss or F.cross_entropy)")
+    p = prepare(logits, target, weight, ignore_index, reduction)
+    if loss in ("sigmoid", "focal"):
+        return sigmoid_loss(p, gamma if loss == "focal" else None, reduction, logits.dtype, multilabel_weight)
+    return softmax_loss(p, gamma if loss == "softmax_focal" else None, reduction, logits.dtype)

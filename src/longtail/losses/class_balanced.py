@@ -1,0 +1,96 @@
+"""``ClassBalancedLoss``: the class-balanced loss with its weights kept in a buffer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._validation import REDUCTIONS, as_counts, check_beta, check_choice
+from ..counts import class_counts
+from ..functional._core import check_gamma, check_multilabel_weight
+from ..functional.class_balanced import LOSSES, class_balanced_loss
+from ..weights import class_balanced_weights
+
+
+class ClassBalancedLoss(nn.Module):
+    r"""Class-balanced loss of Cui et al. (CVPR 2019) for fixed training counts.
+
+    The weights :math:`w_c = (1 - \beta) / (1 - \beta^{n_c})`, normalised to sum to ``C``, are
+    computed once (float64, stable) from ``counts`` and kept in the buffer ``weight`` (float32),
+    next to the buffer ``counts``: both follow ``.to()`` and round-trip through ``state_dict``.
+    See :func:`longtail.functional.class_balanced_loss` for the losses, targets and reductions.
+
+    Args:
+        counts: per-class training counts ``(C,)``, over the whole training set.
+        beta: in ``[0, 1]``; 0 is the unweighted loss, 1 inverse frequency. The paper's grid is
+            {0.9, 0.99, 0.999, 0.9999}.
+        loss: ``"softmax"``, ``"sigmoid"``, ``"focal"`` (sigmoid focal) or ``"softmax_focal"``.
+        gamma: focal parameter.
+        reduction: ``"mean"`` (official), ``"weighted_mean"`` (PyTorch's), ``"sum"`` or ``"none"``.
+        ignore_index: class-index targets equal to it are skipped.
+        zero_counts: ``"error"`` or ``"ignore"`` (absent classes get weight 0).
+        multilabel_weight: rule for multi-hot targets with the sigmoid losses.
+
+    Example:
+        >>> criterion = ClassBalancedLoss([500, 50, 5], beta=0.999, loss="focal", gamma=1.0)
+        >>> criterion.weight
+        tensor([0.0946, 0.4951, 2.4103])
+        >>> criterion(torch.tensor([[2.0, 0.5, -1.0]]), torch.tensor([2]))
+        tensor(4.0203)
+    """
+
+    weight: torch.Tensor
+    counts: torch.Tensor
+
+    def __init__(
+        self,
+        counts: Any,
+        beta: float = 0.9999,
+        loss: str = "softmax",
+        gamma: float = 0.0,
+        reduction: str = "mean",
+        ignore_index: int = -100,
+        *,
+        zero_counts: str = "error",
+        multilabel_weight: str = "average",
+    ) -> None:
+        super().__init__()
+        self.beta = check_beta(beta)
+        self.loss = check_choice("loss", loss, LOSSES)
+        self.gamma = check_gamma(gamma)
+        self.reduction = check_choice("reduction", reduction, REDUCTIONS)
+        self.ignore_index = ignore_index
+        self.multilabel_weight = check_multilabel_weight(multilabel_weight)
+        weight = class_balanced_weights(counts, self.beta, zero_counts=zero_counts)
+        self.register_buffer("weight", weight)
+        self.register_buffer("counts", as_counts(counts))
+
+    @classmethod
+    def from_labels(cls, labels: Any, num_classes: int, **kwargs: Any) -> ClassBalancedLoss:
+        """Counts the training labels (tensor, array or DataLoader) with :func:`longtail.class_counts`."""
+        ignore_index = kwargs.get("ignore_index", -100)
+        return cls(class_counts(labels, num_classes, ignore_index=ignore_index), **kwargs)
+
+    @property
+    def num_classes(self) -> int:
+        return self.weight.numel()
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return class_balanced_loss(
+            logits,
+            target,
+            self.weight,
+            loss=self.loss,
+            gamma=self.gamma,
+            reduction=self.reduction,
+            ignore_index=self.ignore_index,
+            multilabel_weight=self.multilabel_weight,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_classes={self.num_classes}, beta={self.beta}, loss={self.loss!r}, gamma={self.gamma}, "
+            f"reduction={self.reduction!r}"
+        )

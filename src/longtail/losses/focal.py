@@ -1,0 +1,104 @@
+"""``nn.Module`` forms of the focal losses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._validation import REDUCTIONS, check_choice, check_real
+from ..functional._core import check_gamma, check_multilabel_weight
+from ..functional.focal import focal_loss, sigmoid_focal_loss
+
+
+def _weight_buffer(weight: Any) -> torch.Tensor | None:
+    if weight is None:
+        return None
+    tensor = torch.as_tensor(weight)
+    if not tensor.is_floating_point() or tensor.dim() != 1:
+        raise ValueError(
+            f"weight must be a 1-D float tensor with one value per class; got dtype {tensor.dtype}, "
+            f"shape {tuple(tensor.shape)}"
+        )
+    return tensor.detach().clone()
+
+
+class FocalLoss(nn.Module):
+    r"""Softmax focal loss, :math:`-w_y (1 - p_y)^\gamma \log p_y`; see :func:`longtail.functional.focal_loss`.
+
+    ``weight`` (the per-class ``alpha``) is a buffer: it follows ``.to()`` and ``state_dict``.
+
+    Shapes: ``logits (N, C)`` or ``(N, C, d1, ...)``; ``target (N,)`` / ``(N, d1, ...)`` class
+    indices or float probabilities of the logits' shape.
+
+    Example:
+        >>> criterion = FocalLoss(gamma=2.0)
+        >>> criterion(torch.tensor([[2.0, 0.5, -1.0]]), torch.tensor([0]))
+        tensor(0.0074)
+    """
+
+    weight: torch.Tensor | None
+
+    def __init__(
+        self,
+        gamma: float = 2.0,
+        weight: Any = None,
+        reduction: str = "mean",
+        ignore_index: int = -100,
+    ) -> None:
+        super().__init__()
+        self.gamma = check_gamma(gamma)
+        self.reduction = check_choice("reduction", reduction, REDUCTIONS)
+        self.ignore_index = ignore_index
+        self.register_buffer("weight", _weight_buffer(weight))
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return focal_loss(logits, target, self.weight, self.gamma, self.reduction, self.ignore_index)
+
+    def extra_repr(self) -> str:
+        return f"gamma={self.gamma}, reduction={self.reduction!r}, ignore_index={self.ignore_index}"
+
+
+class SigmoidFocalLoss(nn.Module):
+    r"""Sigmoid focal loss summed over classes; see :func:`longtail.functional.sigmoid_focal_loss`.
+
+    Example:
+        >>> criterion = SigmoidFocalLoss(gamma=2.0)
+        >>> criterion(torch.tensor([[2.0, 0.5, -1.0]]), torch.tensor([0]))
+        tensor(0.1930)
+    """
+
+    weight: torch.Tensor | None
+
+    def __init__(
+        self,
+        gamma: float = 2.0,
+        alpha: float | None = None,
+        weight: Any = None,
+        reduction: str = "mean",
+        ignore_index: int = -100,
+        multilabel_weight: str = "average",
+    ) -> None:
+        super().__init__()
+        self.gamma = check_gamma(gamma)
+        self.alpha = None if alpha is None else check_real("alpha", alpha, low=0.0, high=1.0)
+        self.reduction = check_choice("reduction", reduction, REDUCTIONS)
+        self.ignore_index = ignore_index
+        self.multilabel_weight = check_multilabel_weight(multilabel_weight)
+        self.register_buffer("weight", _weight_buffer(weight))
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return sigmoid_focal_loss(
+            logits,
+            target,
+            self.weight,
+            self.gamma,
+            self.alpha,
+            self.reduction,
+            self.ignore_index,
+            self.multilabel_weight,
+        )
+
+    def extra_repr(self) -> str:
+        return f"gamma={self.gamma}, alpha={self.alpha}, reduction={self.reduction!r}"

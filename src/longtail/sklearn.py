@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 
 from .weights import class_balanced_weights
 
@@ -52,7 +53,7 @@ def class_weight(y: Any, beta: float = 0.9999, *, classes: Any = None, zero_coun
         {'cat': 0.2, 'dog': 1.8}
     """
     labels, counts, _ = _labels_and_counts(y, classes)
-    weights = class_balanced_weights(counts, beta, zero_counts=zero_counts).double().numpy()
+    weights = class_balanced_weights(counts, beta, zero_counts=zero_counts, dtype=torch.float64).numpy()
     return {label.item() if hasattr(label, "item") else label: float(w) for label, w in zip(labels, weights)}
 
 
@@ -64,5 +65,5 @@ def sample_weight(y: Any, beta: float = 0.9999, *, classes: Any = None, zero_cou
         array([0.5, 0.5, 0.5, 1.5])
     """
     labels, counts, index = _labels_and_counts(y, classes)
-    weights = class_balanced_weights(counts, beta, zero_counts=zero_counts).double().numpy()
+    weights = class_balanced_weights(counts, beta, zero_counts=zero_counts, dtype=torch.float64).numpy()
     return weights[index]

@@ -79,7 +79,7 @@ def class_balanced_weights(
 
     Example:
         >>> class_balanced_weights([100, 10, 1], beta=0.99)
-        tensor([0.0703, 0.4222, 2.5075])
+        tensor([0.0422, 0.2800, 2.6777])
     """
     n = as_counts(counts)
     beta = check_beta(beta)

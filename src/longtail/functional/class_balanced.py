@@ -59,7 +59,7 @@ def class_balanced_loss(
         >>> w = longtail.class_balanced_weights([100, 10, 1], beta=0.99)
         >>> logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])
         >>> class_balanced_loss(logits, torch.tensor([0, 2]), w)
-        tensor(0.0782)
+        tensor(0.1518)
     """
     check_choice("loss", loss, LOSSES)
     gamma = check_gamma(gamma)

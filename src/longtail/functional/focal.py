@@ -40,7 +40,7 @@ def focal_loss(
     Example:
         >>> logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])
         >>> focal_loss(logits, torch.tensor([0, 1]), gamma=2.0)
-        tensor(1.4181)
+        tensor(1.3061)
     """
     gamma = check_gamma(gamma)
     p = prepare(logits, target, weight, ignore_index, reduction)
@@ -88,7 +88,7 @@ def sigmoid_focal_loss(
     Example:
         >>> logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])
         >>> sigmoid_focal_loss(logits, torch.tensor([0, 1]), gamma=2.0)
-        tensor(2.0584)
+        tensor(1.7473)
     """
     gamma = check_gamma(gamma)
     if alpha is not None:

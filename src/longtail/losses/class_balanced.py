@@ -36,9 +36,9 @@ class ClassBalancedLoss(nn.Module):
     Example:
         >>> criterion = ClassBalancedLoss([500, 50, 5], beta=0.999, loss="focal", gamma=1.0)
         >>> criterion.weight
-        tensor([0.0946, 0.4951, 2.4103])
+        tensor([0.0341, 0.2752, 2.6907])
         >>> criterion(torch.tensor([[2.0, 0.5, -1.0]]), torch.tensor([2]))
-        tensor(4.0203)
+        tensor(9.2555)
     """
 
     weight: torch.Tensor

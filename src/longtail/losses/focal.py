@@ -35,7 +35,7 @@ class FocalLoss(nn.Module):
     Example:
         >>> criterion = FocalLoss(gamma=2.0)
         >>> criterion(torch.tensor([[2.0, 0.5, -1.0]]), torch.tensor([0]))
-        tensor(0.0074)
+        tensor(0.0111)
     """
 
     weight: torch.Tensor | None
@@ -66,7 +66,7 @@ class SigmoidFocalLoss(nn.Module):
     Example:
         >>> criterion = SigmoidFocalLoss(gamma=2.0)
         >>> criterion(torch.tensor([[2.0, 0.5, -1.0]]), torch.tensor([0]))
-        tensor(0.1930)
+        tensor(0.4019)
     """
 
     weight: torch.Tensor | None

@@ -1,0 +1,41 @@
+"""forward compiles with torch.compile without graph breaks."""
+
+import pytest
+import torch
+
+from longtail import ClassBalancedLoss, FocalLoss, SigmoidFocalLoss
+
+
+@pytest.mark.parametrize(
+    "criterion",
+    [
+        ClassBalancedLoss([100, 10, 1], beta=0.999, loss="softmax"),
+        ClassBalancedLoss([100, 10, 1], beta=0.999, loss="sigmoid"),
+        ClassBalancedLoss([100, 10, 1], beta=0.999, loss="focal", gamma=2.0),
+        ClassBalancedLoss([100, 10, 1], beta=0.999, loss="softmax_focal", gamma=0.5, reduction="weighted_mean"),
+        FocalLoss(gamma=2.0),
+        SigmoidFocalLoss(gamma=2.0, alpha=0.25),
+    ],
+    ids=["cb-softmax", "cb-sigmoid", "cb-focal", "cb-softmax-focal", "focal", "sigmoid-focal"],
+)
+def test_fullgraph_no_graph_breaks(criterion):
+    torch._dynamo.reset()
+    compiled = torch.compile(criterion, fullgraph=True, backend="eager")
+    z, y = torch.randn(8, 3), torch.randint(0, 3, (8,))
+    torch.testing.assert_close(compiled(z, y), criterion(z, y))
+    soft = torch.softmax(torch.randn(8, 3), 1)
+    torch.testing.assert_close(compiled(z, soft), criterion(z, soft))
+
+
+@pytest.mark.slow
+def test_inductor_compiled_value_and_gradient_match_eager():
+    torch._dynamo.reset()
+    criterion = ClassBalancedLoss([100, 10, 1], beta=0.999, loss="focal", gamma=2.0)
+    compiled = torch.compile(criterion, fullgraph=True)
+    z, y = torch.randn(16, 3, requires_grad=True), torch.randint(0, 3, (16,))
+    eager = criterion(z, y)
+    (g_eager,) = torch.autograd.grad(eager, z)
+    out = compiled(z, y)
+    (g_compiled,) = torch.autograd.grad(out, z)
+    torch.testing.assert_close(out, eager)
+    torch.testing.assert_close(g_compiled, g_eager)

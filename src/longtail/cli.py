@@ -1,0 +1,243 @@
+"""The ``longtail`` command: ``train``, ``weights`` and ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import types
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+_HELP = {
+    "dataset": "fashion_mnist (Debian's copy found automatically), mnist, cifar10, cifar100, or synthetic",
+    "data_dir": "folder with the dataset files (else $LONGTAIL_DATA, then /usr/share/datasets/fashion-mnist)",
+    "imbalance": "imbalance factor rho = n_max / n_min (1 keeps the balanced set)",
+    "profile": "exp (exponential, the papers') or step",
+    "n_max": "images kept by the head class (default: all it has)",
+    "val_per_class": "balanced validation images held out per class before the imbalance (CDB needs them)",
+    "subset_seed": "seed of the long-tailed subset draw",
+    "loss": "the loss, see the list below",
+    "beta": "class-balanced beta in [0, 1]",
+    "gamma": "focal gamma >= 0",
+    "tau": "CDB tau (a number or 'dynamic') / logit-adjustment tau",
+    "drw_epoch": "deferred re-weighting: class-balanced weights from this epoch on (0-based)",
+    "drw_beta": "beta of the deferred re-weighting",
+    "max_margin": "LDAM largest margin",
+    "scale": "LDAM logit scale",
+    "model": "small_cnn (28x28 grey) or resnet20/32/44/56 (CIFAR)",
+    "width": "small_cnn first-stage channels",
+    "milestones": "epochs at which the step schedule multiplies the LR by lr_decay (comma-separated)",
+    "pad": "pad-and-crop padding in pixels (default 2 for 28x28, 4 for 32x32)",
+    "device": "auto, cpu, cuda, cuda:N or mps",
+    "amp": "bfloat16 autocast (CUDA)",
+    "compile": "torch.compile the model",
+    "many_threshold": "many-shot classes have more training images than this",
+    "few_threshold": "few-shot classes have fewer training images than this",
+}
+
+
+class CliError(Exception):
+    """A bad argument: reported as one line, exit status 2."""
+
+
+def _base_type(annotation: Any) -> Any:
+    if isinstance(annotation, str):
+        annotation = eval(annotation, vars(typing), {})  # dataclass field types are strings (PEP 563)
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        return args[0] if len(args) == 1 else annotation
+    return annotation
+
+
+def _tau(text: str) -> float | str:
+    if text == "dynamic":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"tau must be a number or 'dynamic'; got {text!r}") from None
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers; got {text!r}") from None
+
+
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers; got {text!r}") from None
+
+
+def _add_config_arguments(parser: argparse.ArgumentParser, defaults: dict[str, Any] | None = None) -> None:
+    from .train.config import TrainConfig
+
+    for f in dataclasses.fields(TrainConfig):
+        default = (defaults or {}).get(f.name, f.default if f.default is not dataclasses.MISSING else f.default_factory())  # type: ignore[misc]
+        flag = "--" + f.name.replace("_", "-")
+        kind = _base_type(f.type)
+        help_text = _HELP.get(f.name, "")
+        if f.name == "tau":
+            parser.add_argument(flag, type=_tau, default=default, help=help_text)
+        elif f.name == "milestones":
+            parser.add_argument(flag, type=_int_list, default=default, help=help_text)
+        elif kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+        else:
+            parser.add_argument(flag, type=kind, default=default, help=f"{help_text} (default: {default})".strip())
+
+
+def _config_from(args: argparse.Namespace) -> Any:
+    from .train.config import TrainConfig
+
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    try:
+        return TrainConfig(**values)
+    except (TypeError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+
+
+def _loss_list() -> str:
+    from .train.losses import LOSSES
+
+    return "losses:\n" + "\n".join(f"  {name:<18} {what}" for name, (what, _) in LOSSES.items())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="longtail", description="Train and evaluate classifiers on long-tailed data."
+    )
+    parser.add_argument("--version", action="version", version=f"longtail {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    train = commands.add_parser(
+        "train",
+        help="train a model on a long-tailed dataset with one of the losses",
+        description="Train a model on a long-tailed dataset; writes result.json and checkpoint.pt to --out.",
+        epilog=_loss_list(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_config_arguments(train)
+    train.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<dataset>-<loss>-rho<imbalance>-seed<seed>)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    train.add_argument("--quiet", action="store_true", help="no progress bars: one line per epoch, for logs")
+
+    weights = commands.add_parser(
+        "weights",
+        help="print class-balanced or CDB weights",
+        description="Print class-balanced weights for given counts (or a long-tailed dataset), or CDB weights "
+        "for given per-class accuracies.",
+    )
+    source = weights.add_mutually_exclusive_group(required=True)
+    source.add_argument("--counts", type=_float_list, help="per-class training counts, comma-separated")
+    source.add_argument("--dataset", help="a long-tailed dataset to count: fashion_mnist, mnist, cifar10, cifar100")
+    source.add_argument("--accuracy", type=_float_list, help="per-class validation accuracies (CDB weights)")
+    weights.add_argument("--beta", type=_float_list, default=[0.9, 0.99, 0.999, 0.9999], help="betas, comma-separated")
+    weights.add_argument("--tau", type=_tau, default="dynamic", help="CDB tau: a number or 'dynamic'")
+    weights.add_argument("--imbalance", type=float, default=100.0)
+    weights.add_argument("--profile", default="exp")
+    weights.add_argument("--n-max", type=int, default=None)
+    weights.add_argument("--data-dir", default=None)
+
+    demo = commands.add_parser(
+        "demo",
+        help="train CE and the class-balanced loss on Fashion-MNIST-LT and compare them",
+        description="Trains softmax cross-entropy and the class-balanced softmax loss on Fashion-MNIST-LT, prints "
+        "a side-by-side table (overall, many/medium/few-shot, per class) and writes a per-class plot.",
+    )
+    demo.add_argument("--epochs", type=int, default=8)
+    demo.add_argument("--imbalance", type=float, default=100.0)
+    demo.add_argument("--beta", type=float, default=0.9999)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--data-dir", default=None)
+    demo.add_argument("--device", default="auto")
+    demo.add_argument("--out", type=Path, default=Path("runs/demo"))
+    demo.add_argument("--many-threshold", type=float, default=1000, help="many-shot: more training images than this")
+    demo.add_argument("--few-threshold", type=float, default=200, help="few-shot: fewer training images than this")
+    demo.add_argument("--quiet", action="store_true")
+    return parser
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train import train
+
+    config = _config_from(args)
+    out = args.out or Path("runs") / f"{config.dataset}-{config.loss}-rho{config.imbalance:g}-seed{config.seed}"
+    result = train(config, out, resume=args.resume, verbose=1 if args.quiet else 2)
+    final = result["final"]
+    print(f"{out}: accuracy {final['accuracy']:.4f}, balanced accuracy {final['balanced_accuracy']:.4f}, "
+          f"train {result['train_seconds']:.1f}s; result in {out / 'result.json'}")
+    return 0
+
+
+def _cmd_weights(args: argparse.Namespace) -> int:
+    import torch
+
+    from .weights import class_balanced_weights, effective_number
+
+    if args.accuracy is not None:
+        from .cdb import cdb_weights, dynamic_tau
+
+        accuracy = torch.tensor(args.accuracy, dtype=torch.float64)
+        weights = cdb_weights(accuracy, tau=args.tau)
+        tau = dynamic_tau(accuracy) if args.tau == "dynamic" else args.tau
+        print(f"CDB weights, tau = {tau:.4f}" + (" (dynamic)" if args.tau == "dynamic" else ""))
+        print(f"{'class':>5} {'accuracy':>9} {'weight':>9}")
+        for c, (a, w) in enumerate(zip(accuracy.tolist(), weights.tolist())):
+            print(f"{c:>5} {a:>9.4f} {w:>9.4f}")
+        return 0
+    if args.counts is not None:
+        counts = torch.tensor(args.counts, dtype=torch.float64)
+    else:
+        from .data.subsample import long_tailed_indices
+        from .train.data import load_dataset
+
+        labels = load_dataset(args.dataset, args.data_dir, train=True).labels
+        counts = long_tailed_indices(labels, args.imbalance, args.profile, n_max=args.n_max).counts.double()
+    header = f"{'class':>5} {'count':>8}" + "".join(f" {'w(' + format(b, 'g') + ')':>11}" for b in args.beta)
+    table = [class_balanced_weights(counts, b, dtype=torch.float64) for b in args.beta]
+    print("class-balanced weights (sum to C); effective number E(n) at the largest beta in the last column")
+    print(header + f" {'E(n)':>10}")
+    effective = effective_number(counts, max(args.beta))
+    for c in range(len(counts)):
+        row = f"{c:>5} {counts[c].item():>8g}" + "".join(f" {w[c].item():>11.4f}" for w in table)
+        print(row + f" {effective[c].item():>10.1f}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handlers = {"train": _cmd_train, "weights": _cmd_weights, "demo": _cmd_demo}
+    try:
+        return handlers[args.command](args)
+    except CliError as exc:
+        parser.exit(2, f"longtail {args.command}: error: {exc}\n")
+    except (ValueError, TypeError, FileNotFoundError, OSError) as exc:
+        if os.environ.get("LONGTAIL_DEBUG"):
+            raise
+        message = " ".join(str(exc).split())
+        parser.exit(2, f"longtail {args.command}: error: {message}\n")
+    except KeyboardInterrupt:
+        parser.exit(130, "longtail: interrupted\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

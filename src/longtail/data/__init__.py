@@ -1,0 +1,59 @@
+"""Datasets for long-tailed classification: readers, long-tailed subsampling and a verified downloader.
+
+* :func:`long_tailed_indices` / :func:`long_tailed_counts`: the CIFAR-LT protocol (exponential or step profile,
+  optional balanced validation split held out first) on any labelled dataset.
+* :func:`load_fashion_mnist`, :func:`load_mnist`, :func:`load_cifar10`, :func:`load_cifar100`: in-memory
+  :class:`LabelledImages` (uint8 ``(N, C, H, W)`` images, int64 labels, class names).
+* :func:`read_idx`: the MNIST IDX format, gzipped or not, with header validation.
+* :func:`download_fashion_mnist`: SHA-256-verified, atomic download.
+"""
+
+from .cifar import RestrictedUnpickler, load_cifar10, load_cifar100, restricted_load
+from .datasets import (
+    DATA_ENV,
+    DEBIAN_FASHION_MNIST_DIR,
+    FASHION_MNIST_CLASSES,
+    MNIST_CLASSES,
+    LabelledImages,
+    default_cache_dir,
+    load_fashion_mnist,
+    load_mnist,
+)
+from .download import (
+    FASHION_MNIST_FILES,
+    FASHION_MNIST_SHA256,
+    FASHION_MNIST_URL,
+    FASHION_MNIST_URL_ENV,
+    content_sha256,
+    download_fashion_mnist,
+    download_verified,
+)
+from .idx import read_idx
+from .subsample import PROFILES, LongTailedSplit, long_tailed_counts, long_tailed_indices
+
+__all__ = [
+    "DATA_ENV",
+    "DEBIAN_FASHION_MNIST_DIR",
+    "FASHION_MNIST_CLASSES",
+    "FASHION_MNIST_FILES",
+    "FASHION_MNIST_SHA256",
+    "FASHION_MNIST_URL",
+    "FASHION_MNIST_URL_ENV",
+    "MNIST_CLASSES",
+    "PROFILES",
+    "LabelledImages",
+    "LongTailedSplit",
+    "RestrictedUnpickler",
+    "content_sha256",
+    "default_cache_dir",
+    "download_fashion_mnist",
+    "download_verified",
+    "load_cifar10",
+    "load_cifar100",
+    "load_fashion_mnist",
+    "load_mnist",
+    "long_tailed_counts",
+    "long_tailed_indices",
+    "read_idx",
+    "restricted_load",
+]

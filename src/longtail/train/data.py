@@ -1,0 +1,129 @@
+"""Data for the trainer: a long-tailed split held as tensors on the device, and batched augmentation.
+
+In the style of airbench: the whole (small) dataset is normalised once and lives on the device;
+an epoch is a ``randperm`` over it, and augmentation (pad-and-crop, horizontal flip) is applied to a
+whole batch at once with tensor indexing, no per-image Python.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..data import LabelledImages, load_cifar10, load_cifar100, load_fashion_mnist, load_mnist
+from ..data.subsample import long_tailed_indices
+from .config import TrainConfig
+
+
+@dataclass
+class DeviceSplit:
+    """Images (float, normalised, ``(N, C, H, W)``) and labels (int64) on the device."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass
+class PreparedData:
+    train: DeviceSplit
+    val: DeviceSplit | None
+    test: DeviceSplit
+    counts: torch.Tensor  # (C,) training images per class, CPU int64
+    val_counts: torch.Tensor
+    classes: tuple[str, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.train.images.shape[1])
+
+
+def synthetic_images(train: bool, *, num_classes: int = 10, per_class: int | None = None, size: int = 16) -> LabelledImages:
+    """A small deterministic image set for tests and quick checks: a class prototype plus noise.
+
+    The prototypes are fixed (seed 0) so train and test share them; the noise differs between the
+    splits. The classes overlap enough that a small CNN does not reach 100% in a few epochs.
+    """
+    per_class = per_class if per_class is not None else (500 if train else 100)
+    gen = torch.Generator().manual_seed(0)
+    prototypes = torch.rand(num_classes, 1, size, size, generator=gen)
+    noise_gen = torch.Generator().manual_seed(1 if train else 2)
+    labels = torch.arange(num_classes).repeat_interleave(per_class)
+    noise = torch.randn(len(labels), 1, size, size, generator=noise_gen)
+    images = (prototypes[labels] * 0.6 + 0.2 + 0.25 * noise).clamp(0, 1)
+    return LabelledImages((images * 255).round().to(torch.uint8), labels, tuple(f"class_{i}" for i in range(num_classes)))
+
+
+def load_dataset(name: str, data_dir: str | None, train: bool) -> LabelledImages:
+    if name == "fashion_mnist":
+        return load_fashion_mnist(data_dir, train=train)
+    if name == "mnist":
+        return load_mnist(data_dir, train=train)
+    if name == "cifar10":
+        return load_cifar10(data_dir, train=train)
+    if name == "cifar100":
+        return load_cifar100(data_dir, train=train)
+    if name == "synthetic":
+        return synthetic_images(train)
+    raise ValueError(f"unknown dataset {name!r}")
+
+
+def prepare_data(config: TrainConfig, device: torch.device) -> PreparedData:
+    """Loads the dataset, draws the long-tailed split and moves everything to ``device``."""
+    full_train = load_dataset(config.dataset, config.data_dir, train=True)
+    test = load_dataset(config.dataset, config.data_dir, train=False)
+    split = long_tailed_indices(
+        full_train.labels,
+        config.imbalance,
+        config.profile,
+        n_max=config.n_max,
+        seed=config.subset_seed,
+        val_per_class=config.val_per_class,
+        num_classes=full_train.num_classes,
+    )
+    # Statistics of the training subset, so the test set is normalised like the data the model saw.
+    train_images = full_train.images[split.train_indices].float().div_(255)
+    mean = train_images.mean(dim=(0, 2, 3), keepdim=True)
+    std = train_images.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+
+    def to_device(images: torch.Tensor, labels: torch.Tensor, already_float: bool = False) -> DeviceSplit:
+        x = images if already_float else images.float().div_(255)
+        return DeviceSplit(((x - mean) / std).to(device), labels.to(device))
+
+    train = to_device(train_images, full_train.labels[split.train_indices], already_float=True)
+    val = None
+    if len(split.val_indices):
+        val = to_device(full_train.images[split.val_indices], full_train.labels[split.val_indices])
+    return PreparedData(
+        train=train,
+        val=val,
+        test=to_device(test.images, test.labels),
+        counts=split.counts.cpu(),
+        val_counts=split.val_counts.cpu(),
+        classes=full_train.classes,
+    )
+
+
+def augment_batch(images: torch.Tensor, pad: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
+    """Random pad-and-crop (zero padding, as the CIFAR recipes) and horizontal flip for a whole batch."""
+    n, _, h, w = images.shape
+    device = images.device
+    if pad > 0:
+        padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
+        dy = torch.randint(0, 2 * pad + 1, (n, 1, 1), generator=generator, device=device)
+        dx = torch.randint(0, 2 * pad + 1, (n, 1, 1), generator=generator, device=device)
+        rows = torch.arange(h, device=device).view(1, h, 1) + dy
+        cols = torch.arange(w, device=device).view(1, 1, w) + dx
+        batch = torch.arange(n, device=device).view(n, 1, 1)
+        images = padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
+    if flip:
+        mirrored = torch.rand(n, generator=generator, device=device) < 0.5
+        images = torch.where(mirrored.view(n, 1, 1, 1), images.flip(3), images)
+    return images.contiguous()

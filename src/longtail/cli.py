@@ -155,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Trains softmax cross-entropy and the class-balanced softmax loss on Fashion-MNIST-LT, prints "
         "a side-by-side table (overall, many/medium/few-shot, per class) and writes a per-class plot.",
     )
+    demo.add_argument("--dataset", default="fashion_mnist", help="fashion_mnist (default), mnist, cifar10, cifar100, synthetic")
+    demo.add_argument("--n-max", type=int, default=None, help="images of the head class (default: all it has)")
     demo.add_argument("--epochs", type=int, default=8)
     demo.add_argument("--imbalance", type=float, default=100.0)
     demo.add_argument("--beta", type=float, default=0.9999)

@@ -79,8 +79,9 @@ def run_demo(args: argparse.Namespace) -> int:
     results: dict[str, dict[str, Any]] = {}
     for loss in DEMO_LOSSES:
         config = TrainConfig(
-            dataset="fashion_mnist",
+            dataset=args.dataset,
             data_dir=args.data_dir,
+            n_max=args.n_max,
             imbalance=args.imbalance,
             loss=loss,
             beta=args.beta,
@@ -94,7 +95,7 @@ def run_demo(args: argparse.Namespace) -> int:
         results[loss] = train(config, args.out / loss, resume=True, verbose=1 if args.quiet else 2)
     first = results["ce"]
     print()
-    print(f"Fashion-MNIST-LT, imbalance {args.imbalance:g}: {sum(first['train_counts'])} training images, "
+    print(f"{args.dataset}-LT, imbalance {args.imbalance:g}: {sum(first['train_counts'])} training images, "
           f"balanced test set of {first['final']['num_samples']}; accuracy in %")
     print(comparison_table(results))
     plot = plot_per_class(results, args.out / "per_class_accuracy.png")

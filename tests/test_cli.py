@@ -1,0 +1,96 @@
+"""Every command of the `longtail` CLI, its --help, and one-line errors for bad arguments."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from longtail.cli import main
+from longtail.train import LOSSES
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "longtail", *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["weights"], ["demo"]])
+def test_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "usage: longtail" in text
+    if command == ["train"]:
+        for name in LOSSES:
+            assert name in text
+
+
+def test_weights_from_counts(capsys):
+    assert main(["weights", "--counts", "500,50,5", "--beta", "0,0.999,1"]) == 0
+    text = capsys.readouterr().out
+    assert "w(0.999)" in text and "1.0000" in text
+    rows = [line.split() for line in text.splitlines()[2:]]
+    assert [r[1] for r in rows] == ["500", "50", "5"]
+    assert float(rows[2][4]) == pytest.approx(3 * 0.2 / (0.002 + 0.02 + 0.2), rel=1e-3)  # beta = 1: inverse frequency
+
+
+def test_weights_from_cdb_accuracies(capsys):
+    assert main(["weights", "--accuracy", "0.9,0.6,0.3", "--tau", "1.5"]) == 0
+    text = capsys.readouterr().out
+    d = [0.1, 0.4, 0.7]
+    raw = [x**1.5 for x in d]
+    expected = [3 * r / sum(raw) for r in raw]
+    got = [float(line.split()[2]) for line in text.splitlines()[2:]]
+    assert got == pytest.approx(expected, abs=1e-4)
+
+
+def test_weights_from_a_dataset(capsys):
+    assert main(["weights", "--dataset", "synthetic", "--imbalance", "10", "--beta", "0.99"]) == 0
+    assert "500" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--loss", "nope", "--dataset", "synthetic"], "loss must be one of"),
+        (["train", "--beta", "2", "--dataset", "synthetic"], "beta must be in [0.0, 1.0]; got 2.0"),
+        (["train", "--loss", "cdb", "--dataset", "synthetic"], "needs a validation split"),
+        (["train", "--dataset", "cifar10", "--data-dir", "/nonexistent"], "error:"),
+        (["weights", "--counts", "5,-1"], "non-negative"),
+        (["weights", "--counts", "a,b"], "comma-separated numbers"),
+        (["train", "--epochs", "x"], "invalid int value"),
+    ],
+)
+def test_bad_arguments_give_one_line_errors(args, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    stderr = capsys.readouterr().err
+    assert message in stderr
+    assert len(stderr.strip().splitlines()) == 1 or stderr.startswith("usage:")
+
+
+def test_bad_argument_in_a_real_process_prints_no_traceback():
+    done = run("train", "--dataset", "synthetic", "--gamma", "-1")
+    assert done.returncode == 2
+    assert done.stderr.strip() == "longtail train: error: gamma must be in [0.0, inf]; got -1.0"
+
+
+def test_train_command_writes_results(tmp_path):
+    done = run("train", "--dataset", "synthetic", "--imbalance", "10", "--n-max", "40", "--epochs", "1",
+               "--batch-size", "32", "--width", "8", "--loss", "cb_softmax", "--beta", "0.999", "--quiet",
+               "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert "balanced accuracy" in done.stdout
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["config"]["beta"] == 0.999
+
+
+def test_demo_on_synthetic_data(tmp_path):
+    done = run("demo", "--dataset", "synthetic", "--n-max", "40", "--imbalance", "10", "--epochs", "1", "--out", str(tmp_path),
+               "--quiet", "--many-threshold", "30", "--few-threshold", "10")
+    assert done.returncode == 0, done.stderr
+    assert "class-balanced softmax" in done.stdout and "few-shot (<10)" in done.stdout
+    assert (tmp_path / "per_class_accuracy.png").stat().st_size > 10_000
+    assert (tmp_path / "ce" / "result.json").exists() and (tmp_path / "cb_softmax" / "result.json").exists()

@@ -1,0 +1,177 @@
+"""The training harness: schedule, augmentation, every loss, resume after SIGKILL, DDP, results."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from longtail.io import load_checkpoint
+from longtail.train import LOSSES, TrainConfig, augment_batch, learning_rate, prepare_data, train
+
+FAST = dict(dataset="synthetic", imbalance=10, n_max=60, epochs=2, batch_size=32, width=8, lr=0.05)
+
+
+def test_learning_rate_warmup_then_cosine_and_step():
+    cfg = TrainConfig(dataset="synthetic", lr=0.1, epochs=10, warmup_epochs=2, schedule="cosine")
+    assert learning_rate(cfg, 0.0) == pytest.approx(0.0, abs=1e-9)
+    assert learning_rate(cfg, 1.0) == pytest.approx(0.05)
+    assert learning_rate(cfg, 2.0) == pytest.approx(0.1)
+    assert learning_rate(cfg, 6.0) == pytest.approx(0.05)
+    assert learning_rate(cfg, 10.0) == pytest.approx(0.0, abs=1e-12)
+    step = TrainConfig(dataset="synthetic", lr=0.1, epochs=200, warmup_epochs=5, schedule="step", milestones=[160, 180])
+    assert learning_rate(step, 100) == pytest.approx(0.1)
+    assert learning_rate(step, 170) == pytest.approx(0.1 * 0.01)
+    assert learning_rate(step, 190) == pytest.approx(0.1 * 0.01**2)  # the CB paper's x0.0001 at 180
+
+
+def test_augment_batch_is_a_shifted_crop_and_a_flip():
+    images = torch.arange(2 * 1 * 5 * 5, dtype=torch.float32).view(2, 1, 5, 5) + 1
+    gen = torch.Generator().manual_seed(0)
+    out = augment_batch(images, pad=2, flip=True, generator=gen)
+    assert out.shape == images.shape
+    padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
+    for n in range(2):
+        candidates = [
+            padded[n, :, dy : dy + 5, dx : dx + 5] for dy in range(5) for dx in range(5)
+        ]
+        candidates += [c.flip(-1) for c in candidates]
+        assert any(torch.equal(out[n], c) for c in candidates)
+    again = augment_batch(images, pad=2, flip=True, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)
+    assert torch.equal(augment_batch(images, pad=0, flip=False, generator=gen), images)
+
+
+@pytest.fixture(scope="module")
+def synthetic_data():
+    return prepare_data(TrainConfig(**FAST), torch.device("cpu"))
+
+
+@pytest.mark.parametrize("loss", list(LOSSES))
+def test_two_epochs_with_every_loss(loss, synthetic_data, tmp_path):
+    extra = {"val_per_class": 0}
+    data = synthetic_data
+    if loss.startswith("cdb"):
+        extra = {"val_per_class": 10}
+        data = None
+    config = TrainConfig(**FAST, loss=loss, gamma=1.0, **extra)
+    result = train(config, tmp_path, verbose=0, data=data)
+    assert result["status"] == "complete"
+    assert len(result["history"]) == 2
+    assert all(math.isfinite(h["train_loss"]) for h in result["history"])
+    assert 0.0 <= result["final"]["accuracy"] <= 1.0
+    saved = json.loads((tmp_path / "result.json").read_text())
+    assert saved["config"]["loss"] == loss and saved["train_counts"] == result["train_counts"]
+    if loss.startswith("cdb"):
+        weights = saved["history"][-1]["cdb_weights"]
+        assert len(weights) == 10 and sum(weights) == pytest.approx(10.0, rel=1e-5)
+
+
+def test_deferred_reweighting_switches_weights_at_its_epoch(synthetic_data, tmp_path):
+    config = TrainConfig(**{**FAST, "epochs": 3}, loss="ce", drw_epoch=2)
+    train(config, tmp_path, verbose=0, data=synthetic_data)
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    from longtail import class_balanced_weights
+
+    torch.testing.assert_close(state["criterion"]["weight"], class_balanced_weights(synthetic_data.counts, 0.9999))
+
+
+def test_sigmoid_losses_start_from_the_prior_bias(tmp_path):
+    from longtail.train.trainer import build_network, parameter_groups
+
+    config = TrainConfig(**FAST, loss="cb_focal")
+    model = build_network(config, 10, 1)
+    assert model.fc.bias.tolist() == pytest.approx([-math.log(9)] * 10, rel=1e-6)
+    groups = parameter_groups(model, config)
+    assert groups[1]["weight_decay"] == 0.0 and groups[1]["params"][0] is model.fc.bias
+
+
+def test_result_file_contents(synthetic_data, tmp_path):
+    result = train(TrainConfig(**FAST), tmp_path, verbose=0, data=synthetic_data)
+    for key in ["longtail_version", "torch_version", "config", "train_counts", "history", "final", "train_seconds",
+                "eval_seconds", "wall_seconds", "device"]:
+        assert key in result
+    final = result["final"]
+    assert len(final["per_class_accuracy"]) == 10
+    assert set(final["shot_accuracy"]) == {"many", "medium", "few"}
+    assert result["train_seconds"] > 0 and result["eval_seconds"] > 0
+
+
+def test_same_seed_same_result_and_resume_of_a_finished_run(synthetic_data, tmp_path):
+    a = train(TrainConfig(**FAST), tmp_path / "a", verbose=0, data=synthetic_data)
+    b = train(TrainConfig(**FAST), tmp_path / "b", verbose=0, data=synthetic_data)
+    assert a["history"] == [dict(h) for h in b["history"]]
+    again = train(TrainConfig(**FAST), tmp_path / "a", resume=True, verbose=0, data=synthetic_data)
+    assert again["history"] == a["history"]
+
+
+def test_resume_refuses_a_different_configuration(synthetic_data, tmp_path):
+    train(TrainConfig(**{**FAST, "epochs": 1}), tmp_path, verbose=0, data=synthetic_data)
+    with pytest.raises(ValueError, match="cannot resume: the configuration differs .*lr: saved 0.05, now 0.1"):
+        train(TrainConfig(**{**FAST, "epochs": 1, "lr": 0.1}), tmp_path, resume=True, verbose=0, data=synthetic_data)
+
+
+def _cli(*args, **kwargs):
+    return [sys.executable, "-m", "longtail", *args]
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_reaches_the_same_final_metrics(tmp_path):
+    args = ["train", "--dataset", "synthetic", "--imbalance", "10", "--n-max", "200", "--epochs", "4",
+            "--batch-size", "32", "--width", "8", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(_cli(*args, "--out", str(tmp_path / "full")), check=True, env=env, capture_output=True, timeout=300)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_cli(*args, "--out", str(killed)), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            if (killed / "checkpoint.pt").exists() and load_checkpoint(killed / "checkpoint.pt")["epoch"] >= 0:
+                break
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    interrupted = json.loads((killed / "result.json").read_text())
+    assert interrupted["status"] == "running", "the run finished before it could be killed"
+    assert proc.returncode == -signal.SIGKILL
+    assert not list(killed.glob(".*.tmp"))  # atomic writes leave no temporary files behind
+
+    resumed = subprocess.run(_cli(*args, "--out", str(killed), "--resume"), env=env, capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stdout
+    full = json.loads((tmp_path / "full" / "result.json").read_text())
+    after = json.loads((killed / "result.json").read_text())
+    assert after["status"] == "complete"
+    assert after["final"]["per_class_accuracy"] == full["final"]["per_class_accuracy"]
+    assert [h["test"] for h in after["history"]] == [h["test"] for h in full["history"]]
+    assert [h["train_loss"] for h in after["history"]] == pytest.approx([h["train_loss"] for h in full["history"]],
+                                                                         rel=1e-6)
+
+
+@pytest.mark.distributed
+def test_ddp_two_gloo_processes(tmp_path):
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "-m", "longtail", "train", "--dataset", "synthetic", "--imbalance", "10", "--n-max", "100",
+               "--epochs", "2", "--batch-size", "32", "--width", "8", "--loss", "cdb", "--val-per-class", "10",
+               "--device", "cpu", "--quiet", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((out / "result.json").read_text())
+    assert result["world_size"] == 2 and result["status"] == "complete"
+    # The validation counts were summed over both processes before the weights were formed.
+    assert sum(result["history"][-1]["cdb_weights"]) == pytest.approx(10.0, rel=1e-5)
+    assert done.stdout.count("epoch   2/2") == 1  # only rank 0 logs

@@ -39,3 +39,14 @@ def test_inductor_compiled_value_and_gradient_match_eager():
     (g_compiled,) = torch.autograd.grad(out, z)
     torch.testing.assert_close(out, eager)
     torch.testing.assert_close(g_compiled, g_eager)
+
+
+def test_recompiling_with_other_hyperparameters_keeps_a_full_graph():
+    # On a second instance dynamo may treat a float hyperparameter as symbolic; checks must not break the graph.
+    torch._dynamo.reset()
+    z, y = torch.randn(8, 3), torch.randint(0, 3, (8,))
+    for gamma in [1.0, 2.0, 3.5]:
+        for criterion in [FocalLoss(gamma=gamma), SigmoidFocalLoss(gamma=gamma, alpha=gamma / 4),
+                          ClassBalancedLoss([100, 10, 1], beta=0.999, loss="focal", gamma=gamma)]:
+            compiled = torch.compile(criterion, fullgraph=True, backend="eager")
+            torch.testing.assert_close(compiled(z, y), criterion(z, y))

@@ -8,15 +8,30 @@ Sinha et al. (ACCV 2020), and the peers users compare them with, as functions
 from . import functional
 from .bias_init import init_prior_bias
 from .counts import class_counts
-from .losses import ClassBalancedLoss, FocalLoss, SigmoidFocalLoss
+from .drw import DeferredReweighting
+from .functional.logit_adjusted import class_log_prior, logit_adjust
+from .losses import (
+    BalancedSoftmaxLoss,
+    ClassBalancedLoss,
+    FocalLoss,
+    LDAMLoss,
+    LogitAdjustedLoss,
+    SigmoidFocalLoss,
+)
 from .weights import class_balanced_weights, effective_number
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BalancedSoftmaxLoss",
     "ClassBalancedLoss",
+    "DeferredReweighting",
     "FocalLoss",
+    "LDAMLoss",
+    "LogitAdjustedLoss",
     "SigmoidFocalLoss",
+    "class_log_prior",
+    "logit_adjust",
     "__version__",
     "class_balanced_weights",
     "class_counts",

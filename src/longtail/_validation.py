@@ -34,7 +34,13 @@ def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
 
 
 def check_real(name: str, value: Any, *, low: float | None = None, high: float | None = None) -> float:
-    """A finite-or-bounded real number as a Python float (bools, NaN and out-of-range values rejected)."""
+    """A finite-or-bounded real number as a Python float (bools, NaN and out-of-range values rejected).
+
+    While torch.compile traces, a float hyperparameter may arrive as a symbolic value on recompiles;
+    it was checked when the module was built, so it is passed through.
+    """
+    if is_compiling():
+        return value
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
             raise TypeError(f"{name} must be a number; got a tensor of shape {tuple(value.shape)}")
@@ -57,7 +63,7 @@ def check_beta(beta: Any) -> float:
 
 def check_gamma(gamma: Any) -> float:
     gamma = check_real("gamma", gamma, low=0.0)
-    if math.isinf(gamma):
+    if not is_compiling() and math.isinf(gamma):
         raise ValueError(f"gamma must be finite; got {gamma!r}")
     return gamma
 
@@ -163,3 +169,25 @@ def check_class_weight(weight: Any, num_classes: int, device: torch.device, name
     if weight.device != device:
         raise ValueError(f"{name} must be on the input's device {device}; got {weight.device}")
     return weight
+
+
+def check_index_target(target: Any, loss: str) -> None:
+    """Margin losses need the true class: float (soft / one-hot) and bool targets are refused."""
+    if isinstance(target, torch.Tensor) and (target.is_floating_point() or target.dtype == torch.bool):
+        raise TypeError(
+            f"{loss} needs class-index targets (an integer tensor), because the margin is subtracted from the "
+            f"true class's logit; got a target of dtype {target.dtype}"
+        )
+
+
+def check_finite_per_class(name: str, values: torch.Tensor, *, non_negative: bool = False) -> None:
+    """Per-class tensors must be finite (and >= 0 where asked); data-dependent, so eager mode only."""
+    if is_compiling():
+        return
+    ok = torch.isfinite(values)
+    if non_negative:
+        ok = ok & (values >= 0)
+    if not bool(ok.all()):
+        bad = torch.nonzero(~ok).flatten().tolist()
+        kind = "finite and non-negative" if non_negative else "finite"
+        raise ValueError(f"{name} must be {kind}; got {values.detach().cpu().tolist()} (bad classes {bad})")

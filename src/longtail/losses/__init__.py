@@ -2,5 +2,7 @@
 
 from .class_balanced import ClassBalancedLoss
 from .focal import FocalLoss, SigmoidFocalLoss
+from .ldam import LDAMLoss
+from .logit_adjusted import BalancedSoftmaxLoss, LogitAdjustedLoss
 
-__all__ = ["ClassBalancedLoss", "FocalLoss", "SigmoidFocalLoss"]
+__all__ = ["BalancedSoftmaxLoss", "ClassBalancedLoss", "FocalLoss", "LDAMLoss", "LogitAdjustedLoss", "SigmoidFocalLoss"]

@@ -33,7 +33,8 @@ def _cdb(loss: str) -> Builder:
 def _ldam(cfg: TrainConfig, counts: torch.Tensor) -> nn.Module:
     from ..losses.ldam import LDAMLoss
 
-    return LDAMLoss(counts, max_margin=cfg.max_margin, scale=cfg.scale)
+    # The official LDAM-DRW code normalises by the sum of the weights (F.cross_entropy(weight=...)).
+    return LDAMLoss(counts, max_margin=cfg.max_margin, scale=cfg.scale, reduction="weighted_mean")
 
 
 def _balanced_softmax(cfg: TrainConfig, counts: torch.Tensor) -> nn.Module:

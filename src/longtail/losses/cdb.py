@@ -1,0 +1,167 @@
+"""``CDBLoss``: the class-wise difficulty-balanced loss with its weights kept in buffers."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._validation import REDUCTIONS, check_choice, check_real
+from ..cdb import (
+    DYNAMIC,
+    DifficultySource,
+    _as_accuracy,
+    _check_ignore_index,
+    _check_num_classes,
+    cdb_weights,
+    check_tau,
+    dynamic_tau,
+)
+from ..functional._core import check_gamma
+from ..functional.class_balanced import class_balanced_loss
+
+CDB_LOSSES = ("softmax", "softmax_focal")
+
+
+class CDBLoss(nn.Module):
+    r"""Class-wise Difficulty-Balanced loss of Sinha et al. (ACCV 2020): CDB-CE and CDB-Focal.
+
+    .. math::
+        \ell_n = w_{y_n} L(z_n, y_n), \qquad
+        w_c = C \, \frac{d_c^{\tau}}{\sum_k d_k^{\tau}}, \quad d_c = 1 - A_c
+
+    with ``L`` the softmax cross-entropy (``loss="softmax"``, CDB-CE) or the softmax focal loss
+    ``-(1 - p_y)**gamma log p_y`` (``loss="softmax_focal"``, CDB-Focal, i.e. focal with
+    ``alpha = w``), computed by :func:`longtail.functional.class_balanced_loss`.
+
+    The weights start at 1, so the first epoch is plain (focal) cross-entropy, and change only
+    through :meth:`update_weights` (per-class validation accuracies, see
+    :func:`longtail.cdb.cdb_weights`) or :meth:`update_from` (a :class:`longtail.cdb.ClassDifficulty`
+    after an evaluation pass). They are constants for the loss: no gradient flows into them.
+
+    State, all in buffers (they follow ``.to()`` and round-trip through ``state_dict``, so a
+    resumed run continues with the same weights):
+
+    - ``weight`` ``(C,)`` float32: the weights in use;
+    - ``last_tau`` scalar float64: the ``tau`` used by the last update (NaN before the first);
+    - ``last_accuracy`` ``(C,)`` float64: the accuracies of the last update (NaN before the first,
+      and for classes absent from that validation pass);
+    - ``num_updates`` scalar int64.
+
+    A class whose accuracy is NaN (absent from the validation data) keeps its current weight;
+    the measured classes share the rest of the total ``C``.
+
+    Args:
+        num_classes: ``C``.
+        tau: exponent ``> 0``, or ``"dynamic"`` (the paper's ``2 sigmoid(max A / (min A + 0.01) - 1)``,
+            recomputed at every update; see :func:`longtail.cdb.dynamic_tau`).
+        loss: ``"softmax"`` (CDB-CE) or ``"softmax_focal"`` (CDB-Focal).
+        gamma: focal parameter ``>= 0`` for ``"softmax_focal"``; must stay 0 with ``"softmax"``.
+        reduction: ``"mean"`` (the official code: weighted sum / number of non-ignored samples),
+            ``"weighted_mean"`` (``F.cross_entropy(weight=w)``'s: weighted sum / sum of the samples'
+            weights), ``"sum"`` or ``"none"``.
+        ignore_index: class-index targets equal to it contribute nothing.
+        floor: minimum difficulty in ``[0, 1]``; 0 (the paper) gives a class with accuracy 1
+            weight 0, a small positive floor keeps every class in the loss.
+
+    Shapes:
+        ``logits`` ``(N, C)`` or ``(N, C, d1, ...)``; ``target`` ``(N,)`` / ``(N, d1, ...)`` class
+        indices or float probabilities with the logits' shape. Output: scalar, or ``(N, d1, ...)``
+        for ``reduction="none"``.
+
+    Example:
+        >>> criterion = CDBLoss(3, tau=1.5)
+        >>> criterion.weight
+        tensor([1., 1., 1.])
+        >>> criterion.update_weights([0.9, 0.6, 0.3])
+        tensor([0.1090, 0.8721, 2.0189])
+        >>> criterion(torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]]), torch.tensor([0, 2]))
+        tensor(0.1238)
+    """
+
+    weight: torch.Tensor
+    last_tau: torch.Tensor
+    last_accuracy: torch.Tensor
+    num_updates: torch.Tensor
+
+    def __init__(
+        self,
+        num_classes: int,
+        tau: float | str = DYNAMIC,
+        loss: str = "softmax",
+        gamma: float = 0.0,
+        reduction: str = "mean",
+        ignore_index: int = -100,
+        floor: float = 0.0,
+    ) -> None:
+        super().__init__()
+        num_classes = _check_num_classes(num_classes)
+        self.tau = check_tau(tau)
+        self.loss = check_choice("loss", loss, CDB_LOSSES)
+        self.gamma = check_gamma(gamma)
+        if self.loss == "softmax" and self.gamma != 0.0:
+            raise ValueError(
+                f"gamma is used only with loss='softmax_focal'; got gamma={self.gamma} with loss='softmax'"
+            )
+        self.reduction = check_choice("reduction", reduction, REDUCTIONS)
+        self.ignore_index = _check_ignore_index(ignore_index)
+        self.floor = check_real("floor", floor, low=0.0, high=1.0)
+        self.register_buffer("weight", torch.ones(num_classes))
+        self.register_buffer("last_tau", torch.tensor(math.nan, dtype=torch.float64))
+        self.register_buffer("last_accuracy", torch.full((num_classes,), math.nan, dtype=torch.float64))
+        self.register_buffer("num_updates", torch.tensor(0, dtype=torch.int64))
+
+    @property
+    def num_classes(self) -> int:
+        return self.weight.numel()
+
+    @torch.no_grad()
+    def update_weights(self, class_accuracy: Any) -> torch.Tensor:
+        """Sets the weights from per-class accuracies ``(C,)`` in ``[0, 1]`` (NaN: class not measured).
+
+        Classes with NaN keep their current weight; at least one class must be measured.
+
+        Returns:
+            A copy of the new weights ``(C,)``.
+        """
+        acc = _as_accuracy(class_accuracy, allow_missing=True, num_classes=self.num_classes)
+        tau = dynamic_tau(acc) if self.tau == DYNAMIC else float(self.tau)
+        weight = cdb_weights(acc, tau, floor=self.floor, previous=self.weight, dtype=torch.float64)
+        self.weight.copy_(weight)
+        self.last_tau.fill_(tau)
+        self.last_accuracy.copy_(acc)
+        self.num_updates += 1
+        return self.weight.clone()
+
+    def update_from(self, difficulty: DifficultySource) -> torch.Tensor:
+        """Sets the weights from ``difficulty.accuracy()`` (a :class:`longtail.cdb.ClassDifficulty`, or
+        :class:`longtail.cdb.TrainingDifficultyEMA`). Under data parallelism call
+        ``difficulty.all_reduce()`` first, so every process gets the same weights."""
+        if not isinstance(difficulty, DifficultySource):
+            raise TypeError(
+                "difficulty must be a ClassDifficulty or an object with an accuracy() method; "
+                f"got {type(difficulty).__name__}"
+            )
+        return self.update_weights(difficulty.accuracy())
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return class_balanced_loss(
+            logits,
+            target,
+            self.weight,
+            loss=self.loss,
+            gamma=self.gamma,
+            reduction=self.reduction,
+            ignore_index=self.ignore_index,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_classes={self.num_classes}, tau={self.tau!r}, loss={self.loss!r}, gamma={self.gamma}, "
+            f"reduction={self.reduction!r}, floor={self.floor}"
+        )
+
+
+__all__ = ["CDB_LOSSES", "CDBLoss"]

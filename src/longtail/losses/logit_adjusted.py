@@ -1,0 +1,87 @@
+"""``BalancedSoftmaxLoss`` and ``LogitAdjustedLoss``: cross-entropy on prior-shifted logits, log prior in a buffer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._validation import REDUCTIONS, check_choice
+from ..functional.logit_adjusted import _check_tau, class_log_prior, logit_adjusted_loss
+
+
+class LogitAdjustedLoss(nn.Module):
+    r"""Logit-adjusted loss of Menon et al. (ICLR 2021): :math:`\mathrm{CE}(z + \tau \log \pi, y)`.
+
+    The log prior :math:`\log \pi_c = \log(n_c / \sum_k n_k)` is computed once (float64) and kept in
+    the float32 buffer ``log_prior``: it follows ``.to()`` and ``state_dict``. Counts must all be
+    positive (a zero count would put ``-inf`` in the loss; add a pseudo-count). See
+    :func:`longtail.functional.logit_adjusted_loss`; ``tau = 1`` is :class:`BalancedSoftmaxLoss`.
+
+    Shapes: ``logits (N, C)`` or ``(N, C, d1, ...)``; ``target`` class indices ``(N,)`` /
+    ``(N, d1, ...)`` or probabilities with the logits' shape.
+
+    Args:
+        counts: per-class training counts ``(C,)``, all positive.
+        tau: ``>= 0``.
+        reduction: ``"mean"``, ``"weighted_mean"`` (the same as ``"mean"`` here: no class weight),
+            ``"sum"`` or ``"none"``.
+        ignore_index: class-index targets equal to it are skipped.
+
+    Example:
+        >>> criterion = LogitAdjustedLoss([90, 9, 1], tau=0.5)
+        >>> criterion(torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]]), torch.tensor([0, 2]))
+        tensor(0.3032)
+    """
+
+    log_prior: torch.Tensor
+
+    def __init__(self, counts: Any, tau: float = 1.0, reduction: str = "mean", ignore_index: int = -100) -> None:
+        super().__init__()
+        self.tau = _check_tau(tau)
+        self.reduction = check_choice("reduction", reduction, REDUCTIONS)
+        self.ignore_index = ignore_index
+        self.register_buffer("log_prior", class_log_prior(counts))
+
+    @property
+    def num_classes(self) -> int:
+        return self.log_prior.numel()
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return logit_adjusted_loss(
+            logits, target, self.log_prior, self.tau, reduction=self.reduction, ignore_index=self.ignore_index
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_classes={self.num_classes}, tau={self.tau}, reduction={self.reduction!r}, "
+            f"ignore_index={self.ignore_index}"
+        )
+
+
+class BalancedSoftmaxLoss(LogitAdjustedLoss):
+    r"""Balanced Softmax loss of Ren et al. (NeurIPS 2020): :math:`\mathrm{CE}(z + \log \pi, y)`.
+
+    The logit-adjusted loss at ``tau = 1`` (it is a :class:`LogitAdjustedLoss` with ``tau`` fixed);
+    predict with the raw logits. See :func:`longtail.functional.balanced_softmax_loss`.
+
+    Args:
+        counts: per-class training counts ``(C,)``, all positive.
+        reduction: ``"mean"``, ``"weighted_mean"``, ``"sum"`` or ``"none"``.
+        ignore_index: class-index targets equal to it are skipped.
+
+    Example:
+        >>> criterion = BalancedSoftmaxLoss([90, 9, 1])
+        >>> criterion(torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]]), torch.tensor([0, 2]))
+        tensor(0.9472)
+    """
+
+    def __init__(self, counts: Any, reduction: str = "mean", ignore_index: int = -100) -> None:
+        super().__init__(counts, tau=1.0, reduction=reduction, ignore_index=ignore_index)
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}, reduction={self.reduction!r}, ignore_index={self.ignore_index}"
+
+
+__all__ = ["BalancedSoftmaxLoss", "LogitAdjustedLoss"]

@@ -77,17 +77,28 @@ def test_apply_to_modules_with_a_weight_attribute():
     z, y = torch.randn(8, 3), torch.randint(0, 3, (8,))
     torch.testing.assert_close(ce(z, y), F.cross_entropy(z, y, weight=class_balanced_weights([30, 10, 3], 0.999)))
     focal = FocalLoss(gamma=2.0).double()
-    drw.apply(focal, 4, dtype=torch.float64)
-    assert focal.weight.dtype == torch.float64
-    drw.apply(focal, 0)
-    assert focal.weight is None
+    drw.apply(focal, 4)
+    assert torch.equal(focal.weight, class_balanced_weights([30, 10, 3], 0.999))
+    drw.apply(focal, 0)  # unweighted again: all ones, the same loss as no weight
+    assert focal.weight.tolist() == [1.0, 1.0, 1.0]
     meta = nn.CrossEntropyLoss(weight=torch.ones(3, dtype=torch.float64)).to("meta")
     drw.apply(meta, 2)  # placed like the criterion's current weight
     assert meta.weight.device.type == "meta" and meta.weight.dtype == torch.float64
 
 
+def test_apply_to_class_balanced_loss_keeps_a_tensor_weight():
+    from longtail import ClassBalancedLoss
+
+    drw = DeferredReweighting([30, 10, 3], start_epoch=2, beta=0.999)
+    criterion = ClassBalancedLoss([30, 10, 3], beta=0.9)
+    drw.apply(criterion, 0)  # before the start: unweighted, i.e. all ones
+    assert criterion.weight.tolist() == [1.0, 1.0, 1.0]
+    drw.apply(criterion, 2)
+    assert torch.equal(criterion.weight, class_balanced_weights([30, 10, 3], 0.999))
+
+
 def test_apply_needs_a_weighted_loss():
-    with pytest.raises(TypeError, match="MSELoss has neither set_weight\\(\\) nor a weight attribute"):
+    with pytest.raises(TypeError, match="MSELoss has neither set_weight\\(\\) nor a weight buffer"):
         DeferredReweighting([3, 1], start_epoch=0).apply(nn.MSELoss(), 0)
 
 

@@ -78,52 +78,40 @@ class DeferredReweighting:
         """``None`` before ``start_epoch``, else a fresh float32 CPU copy of the class-balanced weights ``(C,)``."""
         return self.weight.clone() if self.is_active(epoch) else None
 
-    def apply(
-        self,
-        criterion: Any,
-        epoch: int,
-        *,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> torch.Tensor | None:
-        """Gives ``criterion`` the weight of ``epoch``; returns that weight (or None).
-
-        A ``set_weight`` method is used when present (it places the weight itself). Otherwise the
-        ``weight`` attribute is assigned, on ``device`` / ``dtype`` when given, else on the device
-        and dtype of the criterion's current weight or first buffer (CPU float32 if it has none).
-        """
+    def apply(self, criterion: Any, epoch: int) -> torch.Tensor | None:
+        """Gives ``criterion`` the weight of ``epoch`` (see :func:`set_class_weight`); returns it (or None)."""
         weight = self.weight_for_epoch(epoch)
-        setter = getattr(criterion, "set_weight", None)
-        if callable(setter):
-            setter(weight)
-            return weight
-        if not hasattr(criterion, "weight"):
-            raise TypeError(
-                f"{type(criterion).__name__} has neither set_weight() nor a weight attribute; DRW needs a loss "
-                "that takes a per-class weight"
-            )
-        if weight is not None:
-            like = _reference_tensor(criterion)
-            weight = weight.to(
-                device=device if device is not None else (like.device if like is not None else "cpu"),
-                dtype=dtype if dtype is not None else (like.dtype if like is not None and like.is_floating_point() else None),
-            )
-        criterion.weight = weight
+        set_class_weight(criterion, weight)
         return weight
 
     def __repr__(self) -> str:
         return f"DeferredReweighting(num_classes={self.num_classes}, start_epoch={self.start_epoch}, beta={self.beta})"
 
 
-def _reference_tensor(criterion: Any) -> torch.Tensor | None:
+def set_class_weight(criterion: Any, weight: torch.Tensor | None) -> None:
+    """Replaces a loss's per-class weight, keeping the device and dtype of the weight it had.
+
+    ``None`` restores the unweighted loss. A loss with a ``set_weight`` method is given the weight
+    through it; a loss whose ``weight`` buffer is a tensor (``ClassBalancedLoss``, a weighted
+    ``FocalLoss``) has it overwritten in place (``None``: all ones); a loss whose ``weight`` buffer is
+    ``None`` gets the weight on the device of its other buffers.
+    """
+    setter = getattr(criterion, "set_weight", None)
+    if callable(setter):
+        setter(weight)
+        return
     current = getattr(criterion, "weight", None)
     if isinstance(current, torch.Tensor):
-        return current
-    if isinstance(criterion, nn.Module):
-        for tensor in criterion.buffers():
-            if tensor.is_floating_point():
-                return tensor
-    return None
-
-
-__all__ = ["DeferredReweighting"]
+        with torch.no_grad():
+            current.copy_(torch.ones_like(current) if weight is None else weight.to(current))
+        return
+    buffers = getattr(criterion, "_buffers", None)
+    if buffers is None or "weight" not in buffers:
+        raise TypeError(
+            f"{type(criterion).__name__} has neither set_weight() nor a weight buffer; DRW needs a loss that takes a "
+            "per-class weight"
+        )
+    if weight is not None:
+        others = [b for b in buffers.values() if isinstance(b, torch.Tensor)]
+        weight = weight.detach().clone().to(others[0].device if others else weight.device)
+    buffers["weight"] = weight

@@ -2,7 +2,7 @@
 
 from .config import TrainConfig
 from .data import PreparedData, augment_batch, prepare_data, synthetic_images
-from .losses import LOSSES, build_loss, set_class_weight
+from .losses import LOSSES, build_loss
 from .trainer import evaluate, learning_rate, train
 
 __all__ = [
@@ -14,7 +14,6 @@ __all__ = [
     "evaluate",
     "learning_rate",
     "prepare_data",
-    "set_class_weight",
     "synthetic_images",
     "train",
 ]

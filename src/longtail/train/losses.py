@@ -75,24 +75,3 @@ def build_loss(config: TrainConfig, counts: torch.Tensor) -> nn.Module:
     if config.loss not in LOSSES:
         raise ValueError(f"loss must be one of {', '.join(LOSSES)}; got {config.loss!r}")
     return LOSSES[config.loss][1](config, counts)
-
-
-def set_class_weight(criterion: nn.Module, weight: torch.Tensor | None) -> None:
-    """Replaces a loss's per-class weight (deferred re-weighting), keeping its device and dtype.
-
-    ``None`` restores the unweighted loss. Works on every loss with a ``weight`` buffer or a
-    ``set_weight`` method.
-    """
-    setter = getattr(criterion, "set_weight", None)
-    if callable(setter):
-        setter(weight)
-        return
-    current = getattr(criterion, "weight", None)
-    if isinstance(current, torch.Tensor):
-        new = torch.ones_like(current) if weight is None else weight.to(current)
-        current.copy_(new)
-        return
-    if "weight" in getattr(criterion, "_buffers", {}):
-        criterion._buffers["weight"] = None if weight is None else weight.clone()
-        return
-    raise TypeError(f"{type(criterion).__name__} has no per-class weight to re-weight")

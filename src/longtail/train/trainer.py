@@ -27,10 +27,10 @@ from ..bias_init import init_prior_bias
 from ..io import load_checkpoint, save_checkpoint, write_json
 from ..metrics import ConfusionMeter
 from ..models import build_model
-from ..weights import class_balanced_weights
 from .config import TrainConfig
 from .data import DeviceSplit, PreparedData, augment_batch, prepare_data
-from .losses import COSINE_HEAD_LOSSES, SIGMOID_LOSSES, build_loss, set_class_weight
+from ..drw import DeferredReweighting
+from .losses import COSINE_HEAD_LOSSES, SIGMOID_LOSSES, build_loss
 
 CHECKPOINT = "checkpoint.pt"
 RESULT = "result.json"
@@ -292,9 +292,9 @@ def train(
         if config.compile:
             network = torch.compile(network)
         pad = config.pad if config.pad is not None else (4 if data.train.images.shape[-1] >= 32 else 2)
-        drw_weight = None
+        drw = None
         if config.drw_epoch is not None:
-            drw_weight = class_balanced_weights(data.counts, config.drw_beta).to(device)
+            drw = DeferredReweighting(data.counts, config.drw_epoch, beta=config.drw_beta)
         difficulty = None
         if config.loss.startswith("cdb"):
             from ..cdb import ClassDifficulty
@@ -304,8 +304,8 @@ def train(
         thresholds = dict(many_threshold=config.many_threshold, few_threshold=config.few_threshold)
         report: dict[str, Any] = {}
         for epoch in range(start_epoch, config.epochs):
-            if drw_weight is not None:
-                set_class_weight(criterion, drw_weight if epoch >= config.drw_epoch else None)
+            if drw is not None:
+                drw.apply(criterion, epoch)
             steps = max(1, len(data.train) // config.batch_size)
             bar = _progress(steps, verbose if rank == 0 else 0, f"epoch {epoch + 1}/{config.epochs}")
             _synchronize(device)

@@ -7,11 +7,13 @@ Sinha et al. (ACCV 2020), and the peers users compare them with, as functions
 
 from . import functional
 from .bias_init import init_prior_bias
+from .cdb import ClassDifficulty, TrainingDifficultyEMA, cdb_weights, dynamic_tau
 from .counts import class_counts
 from .drw import DeferredReweighting
 from .functional.logit_adjusted import class_log_prior, logit_adjust
 from .losses import (
     BalancedSoftmaxLoss,
+    CDBLoss,
     ClassBalancedLoss,
     FocalLoss,
     LDAMLoss,
@@ -24,17 +26,22 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BalancedSoftmaxLoss",
+    "CDBLoss",
     "ClassBalancedLoss",
+    "ClassDifficulty",
     "DeferredReweighting",
     "FocalLoss",
     "LDAMLoss",
     "LogitAdjustedLoss",
     "SigmoidFocalLoss",
+    "TrainingDifficultyEMA",
     "class_log_prior",
     "logit_adjust",
     "__version__",
+    "cdb_weights",
     "class_balanced_weights",
     "class_counts",
+    "dynamic_tau",
     "effective_number",
     "functional",
     "init_prior_bias",

@@ -299,7 +299,7 @@ def train(
         if config.loss.startswith("cdb"):
             from ..cdb import ClassDifficulty
 
-            difficulty = ClassDifficulty(num_classes)
+            difficulty = ClassDifficulty(num_classes).to(device)
 
         thresholds = dict(many_threshold=config.many_threshold, few_threshold=config.few_threshold)
         report: dict[str, Any] = {}
@@ -323,6 +323,7 @@ def train(
                 criterion.update_from(difficulty)
                 entry["val_class_accuracy"] = [None if math.isnan(a) else a for a in difficulty.accuracy().tolist()]
                 entry["cdb_weights"] = criterion.weight.tolist()
+                entry["cdb_tau"] = float(criterion.last_tau)
             meter = evaluate(network, data.test, num_classes, config)
             report = meter.report(train_counts=data.counts, **thresholds)
             entry["test"] = _summary(report)

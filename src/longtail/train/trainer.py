@@ -183,21 +183,6 @@ def evaluate(model: nn.Module, data: DeviceSplit, num_classes: int, config: Trai
     return meter
 
 
-@torch.no_grad()
-def measure_difficulty(model: nn.Module, data: DeviceSplit, difficulty: Any, config: TrainConfig) -> None:
-    """Per-class validation accuracy for the CDB loss, in eval mode, summed over processes."""
-    model.eval()
-    rank, world = _distributed()
-    difficulty.reset()
-    indices = torch.arange(rank, len(data), world, device=data.labels.device)
-    for start in range(0, len(indices), config.eval_batch_size):
-        chunk = indices[start : start + config.eval_batch_size]
-        with torch.autocast(data.images.device.type, dtype=torch.bfloat16, enabled=config.amp):
-            logits = model(data.images[chunk])
-        difficulty.update(logits.float(), data.labels[chunk])
-    difficulty.all_reduce()
-
-
 def _summary(report: dict[str, Any]) -> dict[str, Any]:
     keys = ("accuracy", "balanced_accuracy", "macro_f1", "shot_accuracy")
     return {k: report[k] for k in keys if k in report}
@@ -295,11 +280,6 @@ def train(
         drw = None
         if config.drw_epoch is not None:
             drw = DeferredReweighting(data.counts, config.drw_epoch, beta=config.drw_beta)
-        difficulty = None
-        if config.loss.startswith("cdb"):
-            from ..cdb import ClassDifficulty
-
-            difficulty = ClassDifficulty(num_classes).to(device)
 
         thresholds = dict(many_threshold=config.many_threshold, few_threshold=config.few_threshold)
         report: dict[str, Any] = {}
@@ -318,12 +298,17 @@ def train(
 
             t0 = time.perf_counter()
             entry: dict[str, Any] = {"epoch": epoch + 1, "lr": learning_rate(config, epoch + 1), "train_loss": train_loss}
-            if difficulty is not None and data.val is not None:
-                measure_difficulty(network, data.val, difficulty, config)
-                criterion.update_from(difficulty)
-                entry["val_class_accuracy"] = [None if math.isnan(a) else a for a in difficulty.accuracy().tolist()]
-                entry["cdb_weights"] = criterion.weight.tolist()
-                entry["cdb_tau"] = float(criterion.last_tau)
+            if data.val is not None:
+                # Every loss reports validation metrics, so hyperparameters can be chosen without the test set.
+                val_report = evaluate(network, data.val, num_classes, config).report(**thresholds)
+                entry["val"] = _summary(val_report)
+                if config.loss.startswith("cdb"):
+                    # CDB: per-class validation accuracy (already summed over processes) sets next epoch's weights.
+                    accuracy = [math.nan if a is None else a for a in val_report["per_class_accuracy"]]
+                    criterion.update_weights(torch.tensor(accuracy, dtype=torch.float64))
+                    entry["val_class_accuracy"] = val_report["per_class_accuracy"]
+                    entry["cdb_weights"] = criterion.weight.tolist()
+                    entry["cdb_tau"] = float(criterion.last_tau)
             meter = evaluate(network, data.test, num_classes, config)
             report = meter.report(train_counts=data.counts, **thresholds)
             entry["test"] = _summary(report)

@@ -1,0 +1,121 @@
+"""Runs the accuracy matrix (resumable: finished cells are not re-run).
+
+    python benchmarks/accuracy/run.py [--out benchmarks/results/accuracy] [--workers 2] [--only ce,cb_softmax_b0.9999]
+
+Each (imbalance, seed) group prepares its data once and trains every cell on it; groups are spread
+over worker processes with one intra-op thread each (small models use two single-threaded processes
+better than one two-threaded one). A cell whose result.json says "complete" is skipped; a cell
+interrupted mid-way resumes from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from matrix import IMBALANCES, SEEDS, Cell, cells, config_for  # noqa: E402
+
+
+def _run_group(job: tuple[float, int, list[Cell], str]) -> list[tuple[str, float, int, float]]:
+    import torch
+
+    from longtail.io import write_json  # noqa: F401  (imported so a missing package fails early)
+    from longtail.train import TrainConfig, prepare_data, train
+
+    imbalance, seed, group, out = job
+    torch.set_num_threads(1)
+    done: list[tuple[str, float, int, float]] = []
+    data = None
+    for cell in group:
+        folder = Path(out) / "runs" / f"rho{imbalance:g}" / cell.name / f"seed{seed}"
+        result_file = folder / "result.json"
+        if result_file.exists() and json.loads(result_file.read_text()).get("status") == "complete":
+            continue
+        config = TrainConfig(**config_for(cell, imbalance, seed))
+        if data is None:
+            data = prepare_data(config, torch.device("cpu"))
+        start = time.perf_counter()
+        train(config, folder, resume=True, verbose=0, data=data)
+        seconds = time.perf_counter() - start
+        print(f"rho {imbalance:>5g}  seed {seed}  {cell.name:<24} {seconds:6.1f}s", flush=True)
+        done.append((cell.name, imbalance, seed, seconds))
+    return done
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/accuracy"))
+    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--only", default="", help="comma-separated cell names (default: all)")
+    parser.add_argument("--imbalances", default=",".join(str(r) for r in IMBALANCES))
+    parser.add_argument("--seeds", default=",".join(str(s) for s in SEEDS))
+    args = parser.parse_args(argv)
+
+    grid = cells()
+    if args.only:
+        wanted = set(args.only.split(","))
+        unknown = wanted - {c.name for c in grid}
+        if unknown:
+            parser.error(f"unknown cells {sorted(unknown)}; known: {[c.name for c in grid]}")
+        grid = [c for c in grid if c.name in wanted]
+    imbalances = [float(v) for v in args.imbalances.split(",")]
+    seeds = [int(v) for v in args.seeds.split(",")]
+    jobs = [(rho, seed, grid, str(args.out)) for rho in imbalances for seed in seeds]
+    # Largest datasets first, so the two workers finish close together.
+    jobs.sort(key=lambda job: job[0])
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    with mp.get_context("spawn").Pool(args.workers, maxtasksperchild=1) as pool:
+        finished = [row for rows in pool.imap_unordered(_run_group, jobs) for row in rows]
+    manifest_path = args.out / "manifest.json"
+    manifest: dict[str, Any] = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"sessions": []}
+    manifest["sessions"].append(
+        {
+            "command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(start)),
+            "wall_seconds": time.time() - start,
+            "workers": args.workers,
+            "cells_trained": len(finished),
+            "cpu_seconds_of_runs": sum(row[3] for row in finished),
+            "machine": _machine(),
+        }
+    )
+    from longtail.io import write_json
+
+    write_json(manifest_path, manifest)
+    print(f"{len(finished)} runs in {time.time() - start:.0f}s; results under {args.out}/runs")
+    return 0
+
+
+def _machine() -> dict[str, Any]:
+    import torch
+
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())

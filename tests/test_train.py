@@ -175,3 +175,9 @@ def test_ddp_two_gloo_processes(tmp_path):
     # The validation counts were summed over both processes before the weights were formed.
     assert sum(result["history"][-1]["cdb_weights"]) == pytest.approx(10.0, rel=1e-5)
     assert done.stdout.count("epoch   2/2") == 1  # only rank 0 logs
+
+
+def test_eval_every_evaluates_the_test_set_on_schedule_and_at_the_end(synthetic_data, tmp_path):
+    result = train(TrainConfig(**{**FAST, "epochs": 3}, eval_every=2), tmp_path, verbose=0, data=synthetic_data)
+    assert ["test" in h for h in result["history"]] == [False, True, True]
+    assert result["final"]["accuracy"] == result["history"][-1]["test"]["accuracy"]

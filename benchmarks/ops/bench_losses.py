@@ -171,6 +171,16 @@ def build(case: Case, packages: dict[str, Any]) -> tuple[list[Candidate], list[C
     cands: list[Candidate] = []
     comps: list[Comparison] = []
 
+    if "balanced-loss" in packages:
+        from balanced_loss import Loss as BLLoss
+        from balanced_loss.losses import focal_loss as bl_focal_fn
+    if "cbloss" in packages:
+        from cbloss.loss import ClassBalancedLoss as CBL
+        from cbloss.loss import FocalLoss as CBFocal
+    if "kornia" in packages:
+        from kornia.losses import binary_focal_loss_with_logits as k_bfl
+        from kornia.losses import focal_loss as k_fl
+
     def add(*items: Candidate) -> None:
         cands.extend(items)
 
@@ -218,17 +228,12 @@ def build(case: Case, packages: dict[str, Any]) -> tuple[list[Candidate], list[C
     cmp("CDBLoss", "native CE(weight=w_cdb)", "native")
 
     if "balanced-loss" in packages and not case.dense:
-        from balanced_loss import Loss as BLLoss
-
         counts_list = case.counts.tolist()
         bl_ce = BLLoss("cross_entropy", beta=BETA, samples_per_class=counts_list, class_balanced=True)
         add(Candidate("balanced-loss CB cross_entropy", "balanced-loss", "class-balanced softmax CE, mean over N",
                       lambda x: bl_ce(x, t)))
         cmp("CB softmax", "balanced-loss CB cross_entropy", "package", "T2")
     if "cbloss" in packages and not case.dense:
-        from cbloss.loss import ClassBalancedLoss as CBL
-        from cbloss.loss import FocalLoss as CBFocal
-
         cb_ce = CBL(case.counts.numpy(), BETA, c, torch.nn.CrossEntropyLoss(reduction="none"))
         cb_ce.weights = cb_ce.weights.to(case.logits.device)
         add(Candidate("cbloss ClassBalancedLoss(CE)", "cbloss", "class-balanced softmax CE, mean over N",
@@ -258,8 +263,6 @@ def build(case: Case, packages: dict[str, Any]) -> tuple[list[Candidate], list[C
                           f"class-balanced sigmoid focal, gamma {g:g}, sum / N", lambda x, f=bl_f: f(x, t)))
             cmp(ours, f"balanced-loss CB focal_loss g={g:g}", "package", "T2")
         if "kornia" in packages:
-            from kornia.losses import binary_focal_loss_with_logits as k_bfl
-
             add(Candidate(f"kornia binary focal g={g:g} x w_y (adapter)", "kornia",
                           f"sigmoid focal gamma {g:g} (reduction none) times w_y, summed / valid samples",
                           lambda x, g=g: (k_bfl(x, case.onehot, alpha=None, gamma=g, reduction="none") * sw_c).sum() / nv,
@@ -274,8 +277,6 @@ def build(case: Case, packages: dict[str, Any]) -> tuple[list[Candidate], list[C
                       lambda x: k_bfl(x, case.onehot, alpha=None, gamma=2.0, reduction="mean"), per_term))
         cmp("sigmoid_focal_loss g=2", "kornia binary_focal_loss_with_logits g=2", "package", "T2")
     if "balanced-loss" in packages and not case.dense:
-        from balanced_loss.losses import focal_loss as bl_focal_fn
-
         add(Candidate("balanced-loss focal_loss g=2", "balanced-loss", "sigmoid focal, gamma 2, sum / N",
                       lambda x: bl_focal_fn(x, case.onehot, alpha=None, gamma=2.0)))
         cmp("sigmoid_focal_loss g=2", "balanced-loss focal_loss g=2", "package", "T2")
@@ -293,8 +294,6 @@ def build(case: Case, packages: dict[str, Any]) -> tuple[list[Candidate], list[C
                           f"class-balanced softmax focal, gamma {g:g}, mean over N", lambda x, f=cb_f: f(x, t)))
             cmp(ours, f"cbloss ClassBalancedLoss(FocalLoss) g={g:g}", "package", "T2")
         if "kornia" in packages:
-            from kornia.losses import focal_loss as k_fl
-
             add(Candidate(f"kornia focal_loss(weight=w) g={g:g}", "kornia",
                           f"softmax focal gamma {g:g} with per-class weight, sum / valid samples",
                           lambda x, g=g: k_fl(x, t, alpha=None, gamma=g, reduction="sum", weight=w, ignore_index=IGNORE) / nv))
@@ -391,7 +390,15 @@ def run_case(case: Case, packages: dict[str, Any], reps: int, warmup: int, devic
     memory = {}
     for cand in cands:
         steps[cand.name]()  # warm (first-call allocations, lazy inits)
-        memory[cand.name] = max(peak_bytes(steps[cand.name], device) for _ in range(2))
+        peaks = []
+        for _ in range(2):
+            x.grad = None  # freed outside the measured region
+
+            def fwd_bwd(fn: Fn = cand.fn) -> None:
+                fn(x).backward()
+
+            peaks.append(peak_bytes(fwd_bwd, device))
+        memory[cand.name] = max(peaks)
     x.grad = None
     candidates = {
         c.name: {
@@ -460,6 +467,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         case = make_case(name, shape, n_max, ignore, device)
         print(f"[{name}] {tuple(shape)} on {device}, {args.reps} rounds", flush=True)
         result["cases"][name] = run_case(case, packages, args.reps, args.warmup, device)
+        for cname, cand in result["cases"][name]["candidates"].items():
+            print(f"  {cname:<46} {cand['time_ms']['median']:8.2f} ms  {cand['peak_mib']:8.1f} MiB", flush=True)
         for comp in result["cases"][name]["comparisons"]:
             r = comp["time_ratio"]
             print(f"  {comp['ours']:<28} / {comp['ref']:<46} time {r['median']:.3f} "

@@ -35,6 +35,7 @@ _HELP = {
     "device": "auto, cpu, cuda, cuda:N or mps",
     "amp": "bfloat16 autocast (CUDA)",
     "compile": "torch.compile the model",
+    "eval_every": "evaluate the test set every this many epochs (and always after the last)",
     "many_threshold": "many-shot classes have more training images than this",
     "few_threshold": "few-shot classes have fewer training images than this",
 }

@@ -67,6 +67,7 @@ class TrainConfig:
     amp: bool = False
     compile: bool = False
     eval_batch_size: int = 1024
+    eval_every: int = 1
     many_threshold: float = 100
     few_threshold: float = 20
 
@@ -90,6 +91,7 @@ class TrainConfig:
         _integer("epochs", self.epochs, low=1)
         _integer("batch_size", self.batch_size, low=1)
         _integer("eval_batch_size", self.eval_batch_size, low=1)
+        _integer("eval_every", self.eval_every, low=1)
         _integer("val_per_class", self.val_per_class, low=0)
         _integer("width", self.width, low=1)
         if self.n_max is not None:

@@ -35,7 +35,7 @@ from .losses import COSINE_HEAD_LOSSES, SIGMOID_LOSSES, build_loss
 CHECKPOINT = "checkpoint.pt"
 RESULT = "result.json"
 # Fields that change how a run executes but not what it computes: a resume may differ in them.
-_EXECUTION_ONLY = ("device", "compile", "eval_batch_size", "data_dir")
+_EXECUTION_ONLY = ("device", "compile", "eval_batch_size", "eval_every", "data_dir")
 
 
 # --- distributed ---------------------------------------------------------------------------------
@@ -183,6 +183,16 @@ def evaluate(model: nn.Module, data: DeviceSplit, num_classes: int, config: Trai
     return meter
 
 
+def _epoch_line(epoch: int, config: TrainConfig, train_loss: float, test: dict[str, Any] | None) -> str:
+    line = f"epoch {epoch + 1:3d}/{config.epochs}  loss {train_loss:.4f}"
+    if test is not None:
+        shots = test.get("shot_accuracy", {})
+        line += f"  acc {test['accuracy']:.4f}  bal {test['balanced_accuracy']:.4f}  many/med/few " + "/".join(
+            "-" if shots.get(k) is None else f"{shots[k]:.3f}" for k in ("many", "medium", "few")
+        )
+    return line
+
+
 def _summary(report: dict[str, Any]) -> dict[str, Any]:
     keys = ("accuracy", "balanced_accuracy", "macro_f1", "shot_accuracy")
     return {k: report[k] for k in keys if k in report}
@@ -309,19 +319,14 @@ def train(
                     entry["val_class_accuracy"] = val_report["per_class_accuracy"]
                     entry["cdb_weights"] = criterion.weight.tolist()
                     entry["cdb_tau"] = float(criterion.last_tau)
-            meter = evaluate(network, data.test, num_classes, config)
-            report = meter.report(train_counts=data.counts, **thresholds)
-            entry["test"] = _summary(report)
+            last = epoch + 1 == config.epochs
+            if last or (epoch + 1) % config.eval_every == 0:
+                report = evaluate(network, data.test, num_classes, config).report(train_counts=data.counts, **thresholds)
+                entry["test"] = _summary(report)
             _synchronize(device)
             eval_seconds += time.perf_counter() - t0
             history.append(entry)
-            shots = report.get("shot_accuracy", {})
-            _log(
-                verbose,
-                f"epoch {epoch + 1:3d}/{config.epochs}  loss {train_loss:.4f}  acc {report['accuracy']:.4f}  "
-                f"bal {report['balanced_accuracy']:.4f}  many/med/few "
-                + "/".join("-" if shots.get(k) is None else f"{shots[k]:.3f}" for k in ("many", "medium", "few")),
-            )
+            _log(verbose, _epoch_line(epoch, config, train_loss, entry.get("test")))
             if rank == 0:
                 save_checkpoint(
                     out / CHECKPOINT,
@@ -337,7 +342,7 @@ def train(
                     },
                 )
                 result = _result(config, data, history, report, train_seconds, eval_seconds, wall_start, device,
-                                 world, complete=epoch + 1 == config.epochs)
+                                 world, complete=last)
                 write_json(out / RESULT, result)
         if not report:  # nothing left to train (resumed after the last epoch): evaluate once
             report = evaluate(network, data.test, num_classes, config).report(train_counts=data.counts, **thresholds)

@@ -94,3 +94,23 @@ def test_demo_on_synthetic_data(tmp_path):
     assert "class-balanced softmax" in done.stdout and "few-shot (<10)" in done.stdout
     assert (tmp_path / "per_class_accuracy.png").stat().st_size > 10_000
     assert (tmp_path / "ce" / "result.json").exists() and (tmp_path / "cb_softmax" / "result.json").exists()
+
+
+def test_preset_values_are_defaults_that_explicit_flags_override(monkeypatch):
+    captured = {}
+
+    def fake_train(config, out, **kwargs):
+        captured["config"] = config
+        return {"final": {"accuracy": 0.5, "balanced_accuracy": 0.5}, "train_seconds": 0.0}
+
+    monkeypatch.setattr("longtail.train.train", fake_train)
+    assert main(["train", "--preset", "cb-cifar", "--epochs", "3", "--out", "/tmp/unused", "--quiet"]) == 0
+    config = captured["config"]
+    assert (config.model, config.epochs, config.lr, config.milestones) == ("resnet32", 3, 0.1, [160, 180])
+
+
+def test_unknown_preset_is_a_one_line_error(capsys):
+    assert main(["train", "--preset", "imagenet"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "longtail train: error: preset must be one of cb-cifar, ldam-drw-cifar, cdb-cifar, fmnist-lt; got 'imagenet'"
+    )

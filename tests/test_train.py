@@ -181,3 +181,19 @@ def test_eval_every_evaluates_the_test_set_on_schedule_and_at_the_end(synthetic_
     result = train(TrainConfig(**{**FAST, "epochs": 3}, eval_every=2), tmp_path, verbose=0, data=synthetic_data)
     assert ["test" in h for h in result["history"]] == [False, True, True]
     assert result["final"]["accuracy"] == result["history"][-1]["test"]["accuracy"]
+
+
+def test_cifar_preset_runs_a_few_steps_on_a_cifar_folder(tmp_path):
+    from data_helpers import make_cifar10
+
+    from longtail.train.presets import PRESETS, preset_config
+
+    make_cifar10(tmp_path / "data", per_batch=40)  # 20 images per class
+    config = preset_config("cb-cifar", data_dir=str(tmp_path / "data"), imbalance=10, epochs=1, batch_size=16,
+                           warmup_epochs=0.5)
+    assert (config.model, config.milestones, config.lr_decay, config.weight_decay) == ("resnet32", [160, 180], 0.01, 2e-4)
+    result = train(config, tmp_path / "run", verbose=0)
+    assert result["status"] == "complete" and result["config"]["model"] == "resnet32"
+    assert result["train_counts"] == [20, 15, 11, 9, 7, 5, 4, 3, 2, 2]
+    for name in PRESETS:  # every preset is a valid configuration
+        preset_config(name)

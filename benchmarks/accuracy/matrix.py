@@ -22,7 +22,7 @@ RECIPE: dict[str, Any] = dict(
     val_per_class=25,
     model="small_cnn",
     width=8,
-    epochs=6,
+    epochs=5,
     batch_size=128,
     lr=0.05,
     momentum=0.9,
@@ -32,7 +32,7 @@ RECIPE: dict[str, Any] = dict(
     schedule="cosine",
     augment=True,
     device="cpu",
-    eval_every=6,  # the test set once, at the end: per-epoch test curves are not what this matrix measures
+    eval_every=5,  # the test set once, at the end: per-epoch test curves are not what this matrix measures
     # Fashion-MNIST-LT's tail is larger than CIFAR's: the shot groups are scaled up.
     many_threshold=1000,
     few_threshold=200,

@@ -15,6 +15,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -38,9 +39,13 @@ def _run_group(job: tuple[float, int, list[Cell], str]) -> list[tuple[str, float
     for cell in group:
         folder = Path(out) / "runs" / f"rho{imbalance:g}" / cell.name / f"seed{seed}"
         result_file = folder / "result.json"
-        if result_file.exists() and json.loads(result_file.read_text()).get("status") == "complete":
-            continue
         config = TrainConfig(**config_for(cell, imbalance, seed))
+        if result_file.exists():
+            saved = json.loads(result_file.read_text())
+            if saved.get("config") == config.to_dict() and saved.get("status") == "complete":
+                continue
+            if saved.get("config") != config.to_dict():  # the recipe changed: this cell starts over
+                shutil.rmtree(folder)
         if data is None:
             data = prepare_data(config, torch.device("cpu"))
         start = time.perf_counter()
@@ -70,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     imbalances = [float(v) for v in args.imbalances.split(",")]
     seeds = [int(v) for v in args.seeds.split(",")]
     jobs = [(rho, seed, grid, str(args.out)) for rho in imbalances for seed in seeds]
-    # Largest datasets first, so the two workers finish close together.
-    jobs.sort(key=lambda job: job[0])
+    # The most imbalanced (the headline numbers) first; the matrix may be finished over several sessions.
+    jobs.sort(key=lambda job: (-job[0], job[1]))
 
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.time()

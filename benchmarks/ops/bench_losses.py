@@ -444,8 +444,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--warmup", type=int, default=3, help="untimed rounds first")
     parser.add_argument("--cases", default="classification,dense")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    parser.add_argument("--only", default=None, help="comma-separated substrings: keep matching candidates (debug)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads on CPU (default 1, see the report; 0 keeps torch's default)")
     args = parser.parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
 
     device = torch.device(args.device) if args.device else default_device()
     torch.manual_seed(0)

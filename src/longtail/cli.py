@@ -105,13 +105,19 @@ def _config_from(args: argparse.Namespace) -> Any:
         raise CliError(str(exc)) from None
 
 
+def _preset_names() -> list[str]:
+    from .train.presets import PRESETS
+
+    return list(PRESETS)
+
+
 def _loss_list() -> str:
     from .train.losses import LOSSES
 
     return "losses:\n" + "\n".join(f"  {name:<18} {what}" for name, (what, _) in LOSSES.items())
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(train_defaults: dict[str, Any] | None = None) -> argparse.ArgumentParser:
     from . import __version__
 
     parser = argparse.ArgumentParser(
@@ -128,7 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_loss_list(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _add_config_arguments(train)
+    train.add_argument("--preset", default=None, help="start from a named recipe: " + ", ".join(_preset_names())
+                       + " (explicit options override it)")
+    _add_config_arguments(train, train_defaults)
     train.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<dataset>-<loss>-rho<imbalance>-seed<seed>)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     train.add_argument("--quiet", action="store_true", help="no progress bars: one line per epoch, for logs")
@@ -224,8 +232,26 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def _preset_defaults(argv: Sequence[str] | None) -> dict[str, Any] | None:
+    """The values of ``--preset NAME`` (they become defaults that explicit options override)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset")
+    known, _ = pre.parse_known_args(argv)
+    if known.preset is None:
+        return None
+    from .train.presets import PRESETS
+
+    if known.preset not in PRESETS:
+        raise CliError(f"preset must be one of {', '.join(PRESETS)}; got {known.preset!r}")
+    return PRESETS[known.preset]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser(_preset_defaults(argv))
+    except CliError as exc:
+        sys.stderr.write(f"longtail train: error: {exc}\n")
+        return 2
     args = parser.parse_args(argv)
     handlers = {"train": _cmd_train, "weights": _cmd_weights, "demo": _cmd_demo}
     try:

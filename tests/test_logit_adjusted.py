@@ -61,7 +61,7 @@ def test_class_log_prior_literal_and_policy():
 @pytest.mark.parametrize(
     "counts, error, match",
     [
-        ([[1, 2], [3, 4]], ValueError, r"counts must be 1-D \(one count per class\); got shape \(2, 2\)"),
+        ([[1, 2], [3, 4]], ValueError, r"counts must be 1-D \(one value per class\); got shape \(2, 2\)"),
         ([5, -1, 3], ValueError, r"counts must be non-negative; got negative counts for classes \[1\]"),
         ([5, float("inf")], ValueError, "counts must be finite"),
         ([], ValueError, "counts must have at least one class"),

@@ -33,7 +33,9 @@ def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
     return value
 
 
-def check_real(name: str, value: Any, *, low: float | None = None, high: float | None = None) -> float:
+def check_real(
+    name: str, value: Any, *, low: float | None = None, high: float | None = None, finite: bool = False
+) -> float:
     """A finite-or-bounded real number as a Python float (bools, NaN and out-of-range values rejected).
 
     While torch.compile traces, a float hyperparameter may arrive as a symbolic value on recompiles;
@@ -54,6 +56,8 @@ def check_real(name: str, value: Any, *, low: float | None = None, high: float |
         lo = "-inf" if low is None else f"{low:g}"
         hi = "inf" if high is None else f"{high:g}"
         raise ValueError(f"{name} must be in [{lo}, {hi}]; got {value!r}")
+    if finite and math.isinf(value):
+        raise ValueError(f"{name} must be finite; got {value!r}")
     return value
 
 
@@ -62,38 +66,52 @@ def check_beta(beta: Any) -> float:
 
 
 def check_gamma(gamma: Any) -> float:
-    gamma = check_real("gamma", gamma, low=0.0)
-    if not is_compiling() and math.isinf(gamma):
-        raise ValueError(f"gamma must be finite; got {gamma!r}")
-    return gamma
+    return check_real("gamma", gamma, low=0.0, finite=True)
 
 
-def as_counts(counts: Any, name: str = "counts") -> torch.Tensor:
-    """Per-class counts (list, numpy array or tensor) as a 1-D float64 CPU tensor, validated."""
-    if isinstance(counts, torch.Tensor):
-        tensor = counts.detach().to(device="cpu")
-    elif isinstance(counts, (np.ndarray, Sequence)) and not isinstance(counts, (str, bytes)):
+def as_real_vector(values: Any, name: str) -> torch.Tensor:
+    """A 1-D, non-empty list / numpy array / tensor of real numbers as a float64 CPU tensor (NaN, inf kept)."""
+    if isinstance(values, torch.Tensor):
+        tensor = values.detach().to(device="cpu")
+    elif isinstance(values, (np.ndarray, Sequence)) and not isinstance(values, (str, bytes)):
         try:
-            array = np.asarray(counts)
+            array = np.asarray(values)
         except (TypeError, ValueError) as exc:  # ragged nested sequences
-            raise TypeError(f"{name} must be a 1-D sequence of numbers; got {counts!r}") from exc
+            raise TypeError(f"{name} must be a 1-D sequence of numbers; got {values!r}") from exc
         if array.dtype == object or array.dtype.kind not in "biuf":
             raise TypeError(f"{name} must hold numbers; got an array of dtype {array.dtype}")
         tensor = torch.from_numpy(array)
     else:
-        raise TypeError(f"{name} must be a list, numpy array or tensor; got {type(counts).__name__}")
+        raise TypeError(f"{name} must be a list, numpy array or tensor; got {type(values).__name__}")
     if tensor.dtype == torch.bool or tensor.is_complex():
         raise TypeError(f"{name} must hold real numbers; got dtype {tensor.dtype}")
     if tensor.dim() != 1:
-        raise ValueError(f"{name} must be 1-D (one count per class); got shape {tuple(tensor.shape)}")
+        raise ValueError(f"{name} must be 1-D (one value per class); got shape {tuple(tensor.shape)}")
     if tensor.numel() == 0:
         raise ValueError(f"{name} must have at least one class; got an empty {name}")
-    tensor = tensor.to(torch.float64)
+    return tensor.to(torch.float64)
+
+
+def as_counts(counts: Any, name: str = "counts") -> torch.Tensor:
+    """Per-class counts (list, numpy array or tensor) as a 1-D float64 CPU tensor, validated."""
+    tensor = as_real_vector(counts, name)
     if not torch.isfinite(tensor).all():
         raise ValueError(f"{name} must be finite; got {tensor.tolist()}")
     if (tensor < 0).any():
         bad = torch.nonzero(tensor < 0).flatten().tolist()
         raise ValueError(f"{name} must be non-negative; got negative counts for classes {bad}")
+    return tensor
+
+
+def as_class_weight(weight: Any, num_classes: int, name: str = "weight") -> torch.Tensor | None:
+    """An optional per-class weight given at construction: ``(C,)`` float64, finite and non-negative."""
+    if weight is None:
+        return None
+    tensor = as_real_vector(weight, name)
+    if tensor.numel() != num_classes:
+        raise ValueError(f"{name} must have shape ({num_classes},), one value per class; got {tuple(tensor.shape)}")
+    if not bool((torch.isfinite(tensor) & (tensor >= 0)).all()):
+        raise ValueError(f"{name} must be finite and non-negative; got {tensor.tolist()}")
     return tensor
 
 

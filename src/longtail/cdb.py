@@ -35,15 +35,13 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from ._validation import check_label_values, check_real
+from ._validation import as_real_vector, check_label_values, check_real
 
 DYNAMIC = "dynamic"
 # The paper's (and the ImageNet code's) constant in b = max A / (min A + 0.01) - 1.
@@ -62,32 +60,9 @@ __all__ = [
 # --- argument checks -----------------------------------------------------------------------------
 
 
-def _as_vector(values: Any, name: str) -> torch.Tensor:
-    """A 1-D, non-empty sequence of real numbers as a float64 CPU tensor (NaN and inf kept)."""
-    if isinstance(values, torch.Tensor):
-        tensor = values.detach().to(device="cpu")
-    elif isinstance(values, (np.ndarray, Sequence)) and not isinstance(values, (str, bytes)):
-        try:
-            array = np.asarray(values)
-        except (TypeError, ValueError) as exc:  # ragged nested sequences
-            raise TypeError(f"{name} must be a 1-D sequence of numbers; got {values!r}") from exc
-        if array.dtype == object or array.dtype.kind not in "biuf":
-            raise TypeError(f"{name} must hold numbers; got an array of dtype {array.dtype}")
-        tensor = torch.from_numpy(array)
-    else:
-        raise TypeError(f"{name} must be a list, numpy array or tensor; got {type(values).__name__}")
-    if tensor.dtype == torch.bool or tensor.is_complex():
-        raise TypeError(f"{name} must hold real numbers; got dtype {tensor.dtype}")
-    if tensor.dim() != 1:
-        raise ValueError(f"{name} must be 1-D (one value per class); got shape {tuple(tensor.shape)}")
-    if tensor.numel() == 0:
-        raise ValueError(f"{name} must have at least one class; got an empty {name}")
-    return tensor.to(torch.float64)
-
-
 def _as_accuracy(class_accuracy: Any, *, allow_missing: bool, num_classes: int | None = None) -> torch.Tensor:
     """Per-class accuracies in [0, 1] as float64 (C,); NaN marks a class with no validation sample."""
-    acc = _as_vector(class_accuracy, "class_accuracy")
+    acc = as_real_vector(class_accuracy, "class_accuracy")
     if num_classes is not None and acc.numel() != num_classes:
         raise ValueError(
             f"class_accuracy must have {num_classes} values, one per class; got {acc.numel()}"
@@ -192,7 +167,7 @@ def dynamic_tau(class_accuracy: Any) -> float:
 
 
 def _check_previous(previous: Any, num_classes: int) -> torch.Tensor:
-    prev = _as_vector(previous, "previous")
+    prev = as_real_vector(previous, "previous")
     if prev.numel() != num_classes:
         raise ValueError(f"previous must have {num_classes} weights, one per class; got {prev.numel()}")
     if not bool(torch.isfinite(prev).all()) or bool((prev < 0).any()):
@@ -355,7 +330,41 @@ class DifficultySource(Protocol):
     def accuracy(self) -> torch.Tensor: ...
 
 
-class ClassDifficulty(nn.Module):
+class _PerClassCounts(nn.Module):
+    """Per-class ``correct`` / ``total`` buffers and what follows from them (shared by the two counters)."""
+
+    correct: torch.Tensor
+    total: torch.Tensor
+
+    def __init__(self, num_classes: int, ignore_index: int, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.num_classes = _check_num_classes(num_classes)
+        self.ignore_index = _check_ignore_index(ignore_index)
+        self.register_buffer("correct", torch.zeros(self.num_classes, dtype=dtype))
+        self.register_buffer("total", torch.zeros(self.num_classes, dtype=dtype))
+
+    def update(self, preds: torch.Tensor, targets: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def forward(self, preds: torch.Tensor, targets: torch.Tensor) -> None:
+        """Same as :meth:`update` (so the module can be called like a metric)."""
+        self.update(preds, targets)
+
+    def accuracy(self) -> torch.Tensor:
+        """Per-class accuracy ``(C,)`` in float64; NaN for a class with no (non-ignored) sample."""
+        return _ratio(self.correct, self.total)
+
+    def difficulty(self) -> torch.Tensor:
+        """``1 - accuracy()``, ``(C,)`` float64, NaN where a class has no sample."""
+        return 1.0 - self.accuracy()
+
+    def reset(self) -> None:
+        """Zeroes the counts."""
+        self.correct.zero_()
+        self.total.zero_()
+
+
+class ClassDifficulty(_PerClassCounts):
     r"""Per-class top-1 accuracy :math:`A_c = \mathrm{correct}_c / \mathrm{total}_c` over validation batches.
 
     Counts are exact int64 buffers ``correct`` and ``total`` of shape ``(C,)``: they follow
@@ -386,11 +395,7 @@ class ClassDifficulty(nn.Module):
     total: torch.Tensor
 
     def __init__(self, num_classes: int, ignore_index: int = -100) -> None:
-        super().__init__()
-        self.num_classes = _check_num_classes(num_classes)
-        self.ignore_index = _check_ignore_index(ignore_index)
-        self.register_buffer("correct", torch.zeros(self.num_classes, dtype=torch.int64))
-        self.register_buffer("total", torch.zeros(self.num_classes, dtype=torch.int64))
+        super().__init__(num_classes, ignore_index, torch.int64)
 
     @torch.no_grad()
     def update(self, preds: torch.Tensor, targets: torch.Tensor) -> None:
@@ -398,23 +403,6 @@ class ClassDifficulty(nn.Module):
         correct, total = _batch_counts(preds, targets, self.num_classes, self.ignore_index)
         self.correct += correct.to(self.correct.device)
         self.total += total.to(self.total.device)
-
-    def forward(self, preds: torch.Tensor, targets: torch.Tensor) -> None:
-        """Same as :meth:`update` (so the module can be called like a metric)."""
-        self.update(preds, targets)
-
-    def accuracy(self) -> torch.Tensor:
-        """Per-class accuracy ``(C,)`` in float64; NaN for a class with no (non-ignored) sample."""
-        return _ratio(self.correct, self.total)
-
-    def difficulty(self) -> torch.Tensor:
-        """``1 - accuracy()``, ``(C,)`` float64, NaN where a class has no sample."""
-        return 1.0 - self.accuracy()
-
-    def reset(self) -> None:
-        """Zeroes the counts (call before each evaluation pass)."""
-        self.correct.zero_()
-        self.total.zero_()
 
     @torch.no_grad()
     def all_reduce(self, group: Any = None) -> ClassDifficulty:
@@ -438,7 +426,7 @@ class ClassDifficulty(nn.Module):
         return f"num_classes={self.num_classes}, ignore_index={self.ignore_index}"
 
 
-class TrainingDifficultyEMA(nn.Module):
+class TrainingDifficultyEMA(_PerClassCounts):
     r"""Extension, **not in the CDB paper**: per-class accuracy from the training batches, smoothed.
 
     For users without a validation split. After each batch ``k`` with per-class counts
@@ -480,12 +468,9 @@ class TrainingDifficultyEMA(nn.Module):
     total: torch.Tensor
 
     def __init__(self, num_classes: int, momentum: float = 0.99, ignore_index: int = -100) -> None:
-        super().__init__()
-        self.num_classes = _check_num_classes(num_classes)
-        self.momentum = _check_momentum(momentum)
-        self.ignore_index = _check_ignore_index(ignore_index)
-        self.register_buffer("correct", torch.zeros(self.num_classes, dtype=torch.float64))
-        self.register_buffer("total", torch.zeros(self.num_classes, dtype=torch.float64))
+        momentum = _check_momentum(momentum)
+        super().__init__(num_classes, ignore_index, torch.float64)
+        self.momentum = momentum
 
     @torch.no_grad()
     def update(self, preds: torch.Tensor, targets: torch.Tensor) -> None:
@@ -493,23 +478,6 @@ class TrainingDifficultyEMA(nn.Module):
         correct, total = _batch_counts(preds, targets, self.num_classes, self.ignore_index)
         self.correct.mul_(self.momentum).add_(correct.to(self.correct))
         self.total.mul_(self.momentum).add_(total.to(self.total))
-
-    def forward(self, preds: torch.Tensor, targets: torch.Tensor) -> None:
-        """Same as :meth:`update`."""
-        self.update(preds, targets)
-
-    def accuracy(self) -> torch.Tensor:
-        """Smoothed per-class accuracy ``(C,)`` in float64; NaN for a class not seen yet."""
-        return _ratio(self.correct, self.total)
-
-    def difficulty(self) -> torch.Tensor:
-        """``1 - accuracy()``."""
-        return 1.0 - self.accuracy()
-
-    def reset(self) -> None:
-        """Forgets every batch seen so far."""
-        self.correct.zero_()
-        self.total.zero_()
 
     @torch.no_grad()
     def all_reduce(self, group: Any = None) -> TrainingDifficultyEMA:

@@ -24,7 +24,6 @@ import numbers
 from typing import Any
 
 import torch
-from torch import nn
 
 from ._validation import check_beta
 from .weights import class_balanced_weights

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -19,17 +18,14 @@ from ._core import prepare, softmax_loss
 
 
 def _check_scale(scale: Any) -> float:
-    scale = check_real("scale", scale, low=0.0)
-    if scale == 0.0 or math.isinf(scale):
+    scale = check_real("scale", scale, low=0.0, finite=True)
+    if scale == 0.0:
         raise ValueError(f"scale must be positive and finite; got {scale!r}")
     return scale
 
 
 def _check_max_margin(max_margin: Any) -> float:
-    max_margin = check_real("max_margin", max_margin, low=0.0)
-    if math.isinf(max_margin):
-        raise ValueError(f"max_margin must be finite; got {max_margin!r}")
-    return max_margin
+    return check_real("max_margin", max_margin, low=0.0, finite=True)
 
 
 def ldam_margins(counts: Any, max_margin: float = 0.5, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -12,7 +12,6 @@ is genuinely absent.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -29,10 +28,7 @@ from ._core import class_dim_view, compute_dtype, prepare, softmax_loss
 
 
 def _check_tau(tau: Any) -> float:
-    tau = check_real("tau", tau, low=0.0)
-    if math.isinf(tau):
-        raise ValueError(f"tau must be finite; got {tau!r}")
-    return tau
+    return check_real("tau", tau, low=0.0, finite=True)
 
 
 def class_log_prior(counts: Any, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -4,34 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from .._validation import REDUCTIONS, check_choice
+from .._validation import REDUCTIONS, as_class_weight, check_choice
 from ..functional.ldam import _check_max_margin, _check_scale, ldam_loss, ldam_margins
 
 
-def as_class_weight(weight: Any, num_classes: int, like: torch.Tensor) -> torch.Tensor | None:
+def _weight_like(weight: Any, num_classes: int, like: torch.Tensor) -> torch.Tensor | None:
     """A per-class weight as a ``(C,)`` tensor with ``like``'s dtype and device (None stays None)."""
-    if weight is None:
-        return None
-    if isinstance(weight, torch.Tensor):
-        tensor = weight.detach()
-    elif isinstance(weight, (np.ndarray, list, tuple)):
-        array = np.asarray(weight)
-        if array.dtype.kind not in "biuf":
-            raise TypeError(f"weight must hold numbers; got an array of dtype {array.dtype}")
-        tensor = torch.from_numpy(array)
-    else:
-        raise TypeError(f"weight must be None or a tensor, array or list of {num_classes} numbers; got {type(weight).__name__}")
-    if tensor.dtype == torch.bool or tensor.is_complex():
-        raise TypeError(f"weight must hold real numbers; got dtype {tensor.dtype}")
-    if tensor.shape != (num_classes,):
-        raise ValueError(f"weight must have shape ({num_classes},), one value per class; got {tuple(tensor.shape)}")
-    if not tensor.is_meta and not bool((torch.isfinite(tensor) & (tensor >= 0)).all()):
-        raise ValueError(f"weight must be finite and non-negative; got {tensor.cpu().tolist()}")
-    return tensor.to(device=like.device, dtype=like.dtype).clone()
+    checked = as_class_weight(weight, num_classes)
+    return None if checked is None else checked.to(device=like.device, dtype=like.dtype)
 
 
 class LDAMLoss(nn.Module):
@@ -91,7 +74,7 @@ class LDAMLoss(nn.Module):
         self.ignore_index = ignore_index
         margins = ldam_margins(counts, self.max_margin)
         self.register_buffer("margins", margins)
-        self.register_buffer("weight", as_class_weight(weight, margins.numel(), margins))
+        self.register_buffer("weight", _weight_like(weight, margins.numel(), margins))
 
     @property
     def num_classes(self) -> int:
@@ -99,7 +82,7 @@ class LDAMLoss(nn.Module):
 
     def set_weight(self, weight: Any) -> None:
         """Replaces the per-class weight (``None`` removes it); moved to the margins' device and dtype."""
-        self.weight = as_class_weight(weight, self.num_classes, self.margins)
+        self.weight = _weight_like(weight, self.num_classes, self.margins)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return ldam_loss(

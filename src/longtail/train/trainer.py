@@ -9,7 +9,6 @@ Every epoch's randomness (data order, augmentation) comes from a generator seede
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import platform

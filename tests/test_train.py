@@ -196,3 +196,18 @@ def test_cifar_preset_runs_a_few_steps_on_a_cifar_folder(tmp_path):
     assert result["train_counts"] == [20, 15, 11, 9, 7, 5, 4, 3, 2, 2]
     for name in PRESETS:  # every preset is a valid configuration
         preset_config(name)
+
+
+def test_amp_option_keeps_the_cpu_path_working(synthetic_data, tmp_path):
+    # bfloat16 autocast is meant for CUDA; on the CPU it must still train and give finite results.
+    result = train(TrainConfig(**{**FAST, "epochs": 1}, amp=True), tmp_path, verbose=0, data=synthetic_data)
+    assert math.isfinite(result["history"][0]["train_loss"]) and 0 <= result["final"]["accuracy"] <= 1
+
+
+def test_download_option_reaches_the_fashion_mnist_loader(monkeypatch):
+    from longtail.train import data as train_data
+
+    calls = []
+    monkeypatch.setattr(train_data, "load_fashion_mnist", lambda d, train, download: calls.append((d, train, download)))
+    train_data.load_dataset("fashion_mnist", "/somewhere", train=False, download=True)
+    assert calls == [("/somewhere", False, True)]

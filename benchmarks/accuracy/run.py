@@ -42,9 +42,11 @@ def _run_group(job: tuple[float, int, list[Cell], str]) -> list[tuple[str, float
         config = TrainConfig(**config_for(cell, imbalance, seed))
         if result_file.exists():
             saved = json.loads(result_file.read_text())
-            if saved.get("config") == config.to_dict() and saved.get("status") == "complete":
+            # from_dict fills in fields added to TrainConfig since the cell ran.
+            same = TrainConfig.from_dict(saved["config"]).to_dict() == config.to_dict()
+            if same and saved.get("status") == "complete":
                 continue
-            if saved.get("config") != config.to_dict():  # the recipe changed: this cell starts over
+            if not same:  # the recipe changed: this cell starts over
                 shutil.rmtree(folder)
         if data is None:
             data = prepare_data(config, torch.device("cpu"))

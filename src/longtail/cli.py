@@ -15,6 +15,7 @@ from typing import Any
 _HELP = {
     "dataset": "fashion_mnist (Debian's copy found automatically), mnist, cifar10, cifar100, or synthetic",
     "data_dir": "folder with the dataset files (else $LONGTAIL_DATA, then /usr/share/datasets/fashion-mnist)",
+    "download": "download Fashion-MNIST (SHA-256 verified) when it is not found",
     "imbalance": "imbalance factor rho = n_max / n_min (1 keeps the balanced set)",
     "profile": "exp (exponential, the papers') or step",
     "n_max": "images kept by the head class (default: all it has)",
@@ -171,6 +172,7 @@ def build_parser(train_defaults: dict[str, Any] | None = None) -> argparse.Argum
     demo.add_argument("--beta", type=float, default=0.9999)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--data-dir", default=None)
+    demo.add_argument("--download", action="store_true", help="download Fashion-MNIST when it is not found")
     demo.add_argument("--device", default="auto")
     demo.add_argument("--out", type=Path, default=Path("runs/demo"))
     demo.add_argument("--many-threshold", type=float, default=1000, help="many-shot: more training images than this")

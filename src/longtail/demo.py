@@ -81,6 +81,7 @@ def run_demo(args: argparse.Namespace) -> int:
         config = TrainConfig(
             dataset=args.dataset,
             data_dir=args.data_dir,
+            download=args.download,
             n_max=args.n_max,
             imbalance=args.imbalance,
             loss=loss,

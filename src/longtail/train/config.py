@@ -32,6 +32,7 @@ class TrainConfig:
 
     dataset: str = "fashion_mnist"
     data_dir: str | None = None
+    download: bool = False
     imbalance: float = 100.0
     profile: str = "exp"
     n_max: int | None = None

@@ -61,9 +61,10 @@ def synthetic_images(train: bool, *, num_classes: int = 10, per_class: int | Non
     return LabelledImages((images * 255).round().to(torch.uint8), labels, tuple(f"class_{i}" for i in range(num_classes)))
 
 
-def load_dataset(name: str, data_dir: str | None, train: bool) -> LabelledImages:
+def load_dataset(name: str, data_dir: str | None, train: bool, download: bool = False) -> LabelledImages:
+    """The named dataset's train or test split; ``download`` fetches Fashion-MNIST when it is not found."""
     if name == "fashion_mnist":
-        return load_fashion_mnist(data_dir, train=train)
+        return load_fashion_mnist(data_dir, train=train, download=download)
     if name == "mnist":
         return load_mnist(data_dir, train=train)
     if name == "cifar10":
@@ -77,8 +78,8 @@ def load_dataset(name: str, data_dir: str | None, train: bool) -> LabelledImages
 
 def prepare_data(config: TrainConfig, device: torch.device) -> PreparedData:
     """Loads the dataset, draws the long-tailed split and moves everything to ``device``."""
-    full_train = load_dataset(config.dataset, config.data_dir, train=True)
-    test = load_dataset(config.dataset, config.data_dir, train=False)
+    full_train = load_dataset(config.dataset, config.data_dir, train=True, download=config.download)
+    test = load_dataset(config.dataset, config.data_dir, train=False, download=config.download)
     split = long_tailed_indices(
         full_train.labels,
         config.imbalance,

@@ -34,7 +34,7 @@ from .losses import COSINE_HEAD_LOSSES, SIGMOID_LOSSES, build_loss
 CHECKPOINT = "checkpoint.pt"
 RESULT = "result.json"
 # Fields that change how a run executes but not what it computes: a resume may differ in them.
-_EXECUTION_ONLY = ("device", "compile", "eval_batch_size", "eval_every", "data_dir")
+_EXECUTION_ONLY = ("device", "compile", "eval_batch_size", "eval_every", "data_dir", "download")
 
 
 # --- distributed ---------------------------------------------------------------------------------

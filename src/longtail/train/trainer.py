@@ -9,6 +9,7 @@ Every epoch's randomness (data order, augmentation) comes from a generator seede
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import platform
@@ -254,8 +255,6 @@ def train(
             checkpoint = load_checkpoint(out / CHECKPOINT, map_location=device)
             _check_resumable(checkpoint["config"], config)
             if checkpoint["epoch"] + 1 >= config.epochs and (out / RESULT).exists():
-                import json
-
                 _log(verbose, f"{out}: already complete")
                 return json.loads((out / RESULT).read_text())
 
@@ -278,6 +277,7 @@ def train(
             history = list(checkpoint["history"])
             start_epoch = checkpoint["epoch"] + 1
             train_seconds, eval_seconds = checkpoint["train_seconds"], checkpoint["eval_seconds"]
+            wall_start -= checkpoint.get("wall_seconds", 0.0)  # wall time of the earlier attempts counts too
             _log(verbose, f"resuming {out} at epoch {start_epoch + 1}/{config.epochs}")
 
         network: nn.Module = model
@@ -338,6 +338,7 @@ def train(
                         "history": history,
                         "train_seconds": train_seconds,
                         "eval_seconds": eval_seconds,
+                        "wall_seconds": time.perf_counter() - wall_start,
                     },
                 )
                 result = _result(config, data, history, report, train_seconds, eval_seconds, wall_start, device,

@@ -21,7 +21,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from matrix import BETAS, RECIPE, cells  # noqa: E402
+from matrix import BETAS, RECIPE, cells, config_for  # noqa: E402
 
 # two-sided 95% t quantiles by degrees of freedom
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
@@ -29,13 +29,20 @@ CB_FAMILIES = ("cb_softmax", "cb_sigmoid", "cb_focal", "cb_softmax_focal")
 
 
 def load(results: Path) -> dict[tuple[float, str], dict[int, dict[str, Any]]]:
+    """Finished runs whose configuration is the matrix's current one (stale recipes are left out)."""
+    from longtail.train import TrainConfig
+
+    by_name = {c.name: c for c in cells()}
     runs: dict[tuple[float, str], dict[int, dict[str, Any]]] = defaultdict(dict)
     for path in sorted(results.glob("runs/rho*/*/seed*/result.json")):
         result = json.loads(path.read_text())
-        if result.get("status") != "complete":
+        rho, name, seed = float(path.parts[-4][3:]), path.parts[-3], int(path.parts[-2][4:])
+        if result.get("status") != "complete" or name not in by_name:
             continue
-        rho = float(path.parts[-4][3:])
-        runs[(rho, path.parts[-3])][int(path.parts[-2][4:])] = result
+        expected = TrainConfig(**config_for(by_name[name], rho, seed)).to_dict()
+        if TrainConfig.from_dict(result["config"]).to_dict() != expected:
+            continue
+        runs[(rho, name)][seed] = result
     return runs
 
 

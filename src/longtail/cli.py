@@ -25,6 +25,7 @@ _HELP = {
     "beta": "class-balanced beta in [0, 1]",
     "gamma": "focal gamma >= 0",
     "tau": "CDB tau (a number or 'dynamic') / logit-adjustment tau",
+    "cdb_floor": "CDB minimum difficulty in [0, 1] (an extension beyond the paper; 0 is the paper)",
     "drw_epoch": "deferred re-weighting: class-balanced weights from this epoch on (0-based)",
     "drw_beta": "beta of the deferred re-weighting",
     "max_margin": "LDAM largest margin",

@@ -22,7 +22,8 @@ class TrainConfig:
     split carved out before the imbalance; CDB needs it), ``subset_seed`` (the long-tailed draw).
 
     Loss: ``loss`` (a name from ``longtail.train.LOSSES``), ``beta``, ``gamma``, ``tau`` (CDB: a
-    number or ``"dynamic"``; logit adjustment: a number), ``drw_epoch`` (deferred re-weighting: plain
+    number or ``"dynamic"``; logit adjustment: a number), ``cdb_floor`` (CDB minimum difficulty, an
+    extension beyond the paper; 0 is the paper), ``drw_epoch`` (deferred re-weighting: plain
     loss before it, class-balanced weights with ``drw_beta`` from it on), ``max_margin``/``scale`` (LDAM).
 
     Optimisation: SGD with momentum and nesterov, ``lr`` after a linear warm-up of ``warmup_epochs``,
@@ -43,6 +44,7 @@ class TrainConfig:
     beta: float = 0.9999
     gamma: float = 1.0
     tau: float | str = "dynamic"
+    cdb_floor: float = 0.0
     drw_epoch: int | None = None
     drw_beta: float = 0.9999
     max_margin: float = 0.5
@@ -84,6 +86,7 @@ class TrainConfig:
         _number("beta", self.beta, low=0.0, high=1.0)
         _number("drw_beta", self.drw_beta, low=0.0, high=1.0)
         _number("gamma", self.gamma, low=0.0)
+        _number("cdb_floor", self.cdb_floor, low=0.0, high=1.0)
         _number("lr", self.lr, low=0.0)
         _number("weight_decay", self.weight_decay, low=0.0)
         _number("momentum", self.momentum, low=0.0, high=1.0)

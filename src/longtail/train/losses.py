@@ -25,7 +25,8 @@ def _cdb(loss: str) -> Builder:
     def build(cfg: TrainConfig, counts: torch.Tensor) -> nn.Module:
         from ..losses.cdb import CDBLoss
 
-        return CDBLoss(len(counts), tau=cfg.tau, loss=loss, gamma=cfg.gamma if loss == "softmax_focal" else 0.0)
+        gamma = cfg.gamma if loss == "softmax_focal" else 0.0
+        return CDBLoss(len(counts), tau=cfg.tau, loss=loss, gamma=gamma, floor=cfg.cdb_floor)
 
     return build
 

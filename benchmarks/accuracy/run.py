@@ -2,9 +2,9 @@
 
     python benchmarks/accuracy/run.py [--out benchmarks/results/accuracy] [--workers 2] [--only ce,cb_softmax_b0.9999]
 
-Each (imbalance, seed) group prepares its data once and trains every cell on it; groups are spread
-over worker processes with one intra-op thread each (small models use two single-threaded processes
-better than one two-threaded one). A cell whose result.json says "complete" is skipped; a cell
+Each run is one job; a worker keeps the data it prepared for an (imbalance, seed) and reuses it for
+the next run of that pair. Workers use one intra-op thread each (small models use two
+single-threaded processes better than one two-threaded one). A cell whose result.json says "complete" is skipped; a cell
 interrupted mid-way resumes from its checkpoint.
 """
 
@@ -26,36 +26,37 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from matrix import IMBALANCES, SEEDS, Cell, cells, config_for  # noqa: E402
 
 
-def _run_group(job: tuple[float, int, list[Cell], str]) -> list[tuple[str, float, int, float]]:
+_DATA_CACHE: dict[tuple[float, int], Any] = {}
+
+
+def _run_cell(job: tuple[float, int, Cell, str]) -> tuple[str, float, int, float] | None:
+    """Trains one cell (skipped when finished with the same recipe); workers keep the last prepared data."""
     import torch
 
-    from longtail.io import write_json  # noqa: F401  (imported so a missing package fails early)
     from longtail.train import TrainConfig, prepare_data, train
 
-    imbalance, seed, group, out = job
+    imbalance, seed, cell, out = job
     torch.set_num_threads(1)
-    done: list[tuple[str, float, int, float]] = []
-    data = None
-    for cell in group:
-        folder = Path(out) / "runs" / f"rho{imbalance:g}" / cell.name / f"seed{seed}"
-        result_file = folder / "result.json"
-        config = TrainConfig(**config_for(cell, imbalance, seed))
-        if result_file.exists():
-            saved = json.loads(result_file.read_text())
-            # from_dict fills in fields added to TrainConfig since the cell ran.
-            same = TrainConfig.from_dict(saved["config"]).to_dict() == config.to_dict()
-            if same and saved.get("status") == "complete":
-                continue
-            if not same:  # the recipe changed: this cell starts over
-                shutil.rmtree(folder)
-        if data is None:
-            data = prepare_data(config, torch.device("cpu"))
-        start = time.perf_counter()
-        train(config, folder, resume=True, verbose=0, data=data)
-        seconds = time.perf_counter() - start
-        print(f"rho {imbalance:>5g}  seed {seed}  {cell.name:<24} {seconds:6.1f}s", flush=True)
-        done.append((cell.name, imbalance, seed, seconds))
-    return done
+    folder = Path(out) / "runs" / f"rho{imbalance:g}" / cell.name / f"seed{seed}"
+    result_file = folder / "result.json"
+    config = TrainConfig(**config_for(cell, imbalance, seed))
+    if result_file.exists():
+        saved = json.loads(result_file.read_text())
+        # from_dict fills in fields added to TrainConfig since the cell ran.
+        same = TrainConfig.from_dict(saved["config"]).to_dict() == config.to_dict()
+        if same and saved.get("status") == "complete":
+            return None
+        if not same:  # the recipe changed: this cell starts over
+            shutil.rmtree(folder)
+    key = (imbalance, seed)
+    if key not in _DATA_CACHE:
+        _DATA_CACHE.clear()  # one dataset per worker at a time
+        _DATA_CACHE[key] = prepare_data(config, torch.device("cpu"))
+    start = time.perf_counter()
+    train(config, folder, resume=True, verbose=0, data=_DATA_CACHE[key])
+    seconds = time.perf_counter() - start
+    print(f"rho {imbalance:>5g}  seed {seed}  {cell.name:<24} {seconds:6.1f}s", flush=True)
+    return cell.name, imbalance, seed, seconds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,14 +77,15 @@ def main(argv: list[str] | None = None) -> int:
         grid = [c for c in grid if c.name in wanted]
     imbalances = [float(v) for v in args.imbalances.split(",")]
     seeds = [int(v) for v in args.seeds.split(",")]
-    jobs = [(rho, seed, grid, str(args.out)) for rho in imbalances for seed in seeds]
-    # The most imbalanced (the headline numbers) first; the matrix may be finished over several sessions.
-    jobs.sort(key=lambda job: (-job[0], job[1]))
+    # One job per run, the most imbalanced (the headline numbers) first, so the workers stay busy to the
+    # end and a matrix cut short leaves whole imbalances done; it may be finished over several sessions.
+    jobs = [(rho, seed, cell, str(args.out)) for rho in sorted(imbalances, reverse=True) for seed in seeds
+            for cell in grid]
 
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    with mp.get_context("spawn").Pool(args.workers, maxtasksperchild=1) as pool:
-        finished = [row for rows in pool.imap_unordered(_run_group, jobs) for row in rows]
+    with mp.get_context("spawn").Pool(args.workers) as pool:
+        finished = [row for row in pool.imap(_run_cell, jobs, chunksize=1) if row is not None]
     manifest_path = args.out / "manifest.json"
     manifest: dict[str, Any] = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"sessions": []}
     manifest["sessions"].append(

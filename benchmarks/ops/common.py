@@ -2,7 +2,8 @@
 
 Timing: every candidate runs once per *round*, in a freshly shuffled order, so background load falls on all
 candidates alike; a ratio is taken inside each round (``ours_r / reference_r``) and the median and
-interquartile range of those paired ratios are reported.
+interquartile range of those paired ratios are reported. :func:`grouped_times` runs the candidates of one
+comparison back to back inside the round, which pairs them more tightly.
 
 Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``, minus what was
 allocated before the call. On CPU PyTorch keeps no peak counter, so the call runs once under
@@ -70,9 +71,39 @@ def interleaved_times(
     return times
 
 
-def paired_ratio(times: dict[str, list[float]], num: str, den: str) -> dict[str, float]:
-    """Median and quartiles of the per-round ratio ``num / den``."""
-    return quantiles([a / b for a, b in zip(times[num], times[den])])
+def grouped_times(
+    steps: dict[str, Step], groups: dict[str, list[str]], *, reps: int, warmup: int, device: torch.device,
+    seed: int = 0,
+) -> dict[tuple[str, str], list[float]]:
+    """Seconds of each step of each group, ``reps`` rounds after ``warmup``: ``{(group, step): [...]}``.
+
+    A round runs every group once, the groups in a shuffled order and each group's steps back to back
+    in a shuffled order, so the candidates of one comparison run within a fraction of a second of
+    each other (load that changes over seconds cancels in their ratio) and none is always first.
+    A step may belong to several groups; it then runs once per group.
+    """
+    rng = random.Random(seed)
+    order = list(groups)
+    times: dict[tuple[str, str], list[float]] = {(g, m): [] for g in order for m in groups[g]}
+    for r in range(warmup + reps):
+        rng.shuffle(order)
+        gc.collect()
+        gc.disable()
+        try:
+            for g in order:
+                members = list(groups[g])
+                rng.shuffle(members)
+                for name in members:
+                    synchronize(device)
+                    t0 = time.perf_counter()
+                    steps[name]()
+                    synchronize(device)
+                    elapsed = time.perf_counter() - t0
+                    if r >= warmup:
+                        times[(g, name)].append(elapsed)
+        finally:
+            gc.enable()
+    return times
 
 
 def _cpu_peak_bytes(step: Step) -> int:
@@ -141,6 +172,7 @@ def machine(device: torch.device) -> dict[str, Any]:
         "logical_cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "device": str(device),

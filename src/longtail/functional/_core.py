@@ -6,11 +6,21 @@ position ``(n, d1, ...)``: per-sample tensors have shape ``(N, d1, ...)``.
 
 Everything is computed in float32 (float64 inputs stay float64) and returned in the input's dtype.
 No ``.item()``, numpy or Python loops over labels: these functions compile under ``torch.compile``.
+
+Class-index targets go through two autograd functions with hand-written backward passes,
+:class:`TargetLogSoftmax` (``log softmax(z)_y``, every softmax loss) and :class:`SigmoidRowSum`
+(the one-vs-all BCE / sigmoid focal terms summed over classes); :class:`FocalNLL` is the softmax
+focal term from ``log p``. They keep no ``(N, C, *)`` tensor the forward did not compute anyway
+and write the gradient in place, so a softmax loss needs one ``(N, C, *)`` buffer where native
+``F.cross_entropy`` needs three, and a sigmoid loss a few full passes fewer than the same formula
+through autograd (figures in ``docs/benchmarks/ops.md``). Their backward is differentiable
+(double backward) when the graph of the gradient is asked for (``create_graph=True``).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import math
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +34,7 @@ from .._validation import (
     check_logits,
     check_target,
     check_target_values,
+    is_compiling,
 )
 
 _LOG_HALF = -0.6931471805599453
@@ -59,13 +70,24 @@ def prepare(
         weight = check_class_weight(weight, num_classes, logits.device).to(dtype)
     z = logits.to(dtype)
     if hard:
-        check_label_values(target, num_classes, ignore_index)
         target = target.long()
         valid = target != ignore_index
         # Ignored positions get a valid index (0) so gathers stay in range; their loss is masked out.
-        return Prepared(z, torch.where(valid, target, torch.zeros_like(target)), valid, weight, True)
+        safe = torch.where(valid, target, 0)
+        _check_labels(safe, target, num_classes, ignore_index)
+        return Prepared(z, safe, valid, weight, True)
     check_target_values(target)
     return Prepared(z, target.to(dtype), None, weight, False)
+
+
+def _check_labels(safe: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int) -> None:
+    """Labels in ``[0, C)`` or ``ignore_index``: one ``aminmax`` over the labels with the ignored ones
+    replaced by 0; the detailed check (and its error message) only runs when that finds a bad label."""
+    if is_compiling() or safe.numel() == 0:
+        return
+    low, high = torch.aminmax(safe)
+    if bool(low < 0) or bool(high >= num_classes):
+        check_label_values(target, num_classes, ignore_index)
 
 
 def class_dim_view(weight: torch.Tensor, ndim: int) -> torch.Tensor:
@@ -87,6 +109,163 @@ def log1mexp(x: torch.Tensor) -> torch.Tensor:
     return torch.where(near_zero, torch.log(-torch.expm1(x_near)), torch.log1p(-torch.exp(x_far)))
 
 
+def _log_prob_floor(dtype: torch.dtype) -> float:
+    """Half a unit above the log of the dtype's smallest normal number (-86.8 for float32, -707.9 for float64)."""
+    return math.log(torch.finfo(dtype).tiny) + 0.5
+
+
+def _exp_of_log_prob_(log_prob: torch.Tensor) -> torch.Tensor:
+    """``exp`` in place of log-probabilities, raised first to :func:`_log_prob_floor`.
+
+    ``torch.exp`` on x86 CPUs takes a scalar path, 30-80 times slower, wherever its result is
+    subnormal or zero (log-probabilities below about -87.3 in float32), which a confident model
+    produces for most classes. A probability below ``e**0.5`` times the smallest normal number
+    (1.9e-38 in float32, 3.7e-308 in float64) enters the gradient as that value: an absolute change
+    of the gradient entry below 2e-38, far under float32's resolution of every other entry.
+    """
+    return log_prob.clamp_(min=_log_prob_floor(log_prob.dtype)).exp_()
+
+
+class TargetLogSoftmax(torch.autograd.Function):
+    """``log softmax(z, dim=1)`` at the target class: ``(N, C, *)`` logits, ``(N, *)`` indices -> ``(N, *)``.
+
+    ``dz = -g * softmax(z) + g * onehot(y)``. The forward's ``(N, C, *)`` log-softmax is kept (as
+    native cross-entropy keeps it) and the backward turns it into the gradient in place
+    (:func:`_exp_of_log_prob_`, ``mul_`` by ``-g``, ``scatter_add_`` of ``g`` at the targets): one
+    ``(N, C, *)`` buffer in all, where native cross-entropy allocates three (log-softmax, a
+    zero-filled gradient of it, the gradient of the logits). The buffer is handed over once: a
+    second backward through a retained graph, a traced (``torch.compile``) graph, or a
+    differentiable backward (``create_graph=True``) recompute the log-softmax from the saved logits.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        index = target.unsqueeze(1)
+        ctx.save_for_backward(logits, index)
+        log_softmax = F.log_softmax(logits, dim=1)
+        ctx.log_softmax = None if is_compiling() else log_softmax
+        return log_softmax.gather(1, index).squeeze(1)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        logits, index = ctx.saved_tensors
+        buffer, ctx.log_softmax = ctx.log_softmax, None
+        g = grad.unsqueeze(1)
+        # Every path computes the same probabilities, bit for bit (a reentrant backward).
+        if torch.is_grad_enabled():  # create_graph=True: out of place, so the gradient is differentiable
+            probs = torch.exp(F.log_softmax(logits, 1).clamp(min=_log_prob_floor(logits.dtype)))
+            return (probs * -g).scatter_add(1, index, g), None
+        probs = _exp_of_log_prob_(F.log_softmax(logits, 1) if buffer is None else buffer)
+        return probs.mul_(-g).scatter_add_(1, index, g), None
+
+
+class SigmoidRowSum(torch.autograd.Function):
+    """One-vs-all terms of class-index targets summed over classes: ``(N, C, *)``, ``(N, *)`` -> ``(N, *)``.
+
+    With ``z_t = z_i`` for the target class and ``-z_i`` for the others and ``p_t = sigmoid(z_t)``,
+    the term of class ``i`` is ``a_i * m_i * BCE_i`` with ``BCE_i = -logsigmoid(z_t)``, the focal
+    modulator ``m_i = exp(gamma * logsigmoid(-z_t))`` (1 when ``gamma`` is None) and ``a_i`` the
+    torchvision ``alpha`` for the target, ``1 - alpha`` for the others (1 when ``alpha`` is None).
+
+    Backward, by hand: ``d term / d z_t = -m (1 - p_t (1 + gamma log p_t))``, which is
+    ``-(1 - p_t)`` for BCE, ``z_t -> +-inf`` giving 0 or ``-m``, never NaN. BCE recomputes
+    ``sigmoid(z)`` from the logits and saves nothing; focal saves ``log p_t`` and ``m``, which the
+    forward computes anyway, so the backward is four passes over ``(N, C, *)``.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, logits: torch.Tensor, target: torch.Tensor, gamma: float | None, alpha: float | None
+    ) -> torch.Tensor:
+        index = target.unsqueeze(1)
+        z_t = torch.neg(logits).scatter_(1, index, logits.gather(1, index))
+        log_p = F.logsigmoid(z_t)  # log p_t = -BCE
+        ctx.gamma, ctx.alpha = gamma, alpha
+        if gamma is None:
+            ctx.save_for_backward(logits, index)
+            terms = log_p
+        else:
+            # log(1 - p_t) = logsigmoid(-z_t) = log p_t - z_t, written over z_t.
+            modulator = torch.sub(log_p, z_t, out=z_t).mul_(gamma).exp_()
+            ctx.save_for_backward(logits, index, log_p, modulator)
+            terms = modulator * log_p
+        if alpha is not None:
+            positive = terms.gather(1, index)
+            terms = (1.0 - alpha) * terms
+            terms.scatter_(1, index, alpha * positive)
+        return -terms.sum(1)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:
+        gamma, alpha = ctx.gamma, ctx.alpha
+        g = grad.unsqueeze(1)
+        if torch.is_grad_enabled():  # create_graph=True: recompute from the logits, out of place
+            return SigmoidRowSum._differentiable_backward(ctx.saved_tensors[0], ctx.saved_tensors[1], g, gamma, alpha)
+        if gamma is None:
+            logits, index = ctx.saved_tensors
+            # -d term / d z_t = 1 - p_t: sigmoid(z_i) for the others; sign flips at the target.
+            out = torch.sigmoid(logits)
+            positive = out.gather(1, index).sub_(1.0)
+        else:
+            _, index, log_p, modulator = ctx.saved_tensors
+            out = torch.exp(log_p)  # p_t
+            torch.addcmul(out, out, log_p, value=gamma, out=out)  # p_t (1 + gamma log p_t)
+            torch.addcmul(modulator, modulator, out, value=-1.0, out=out)  # -d term / d z_t
+            positive = out.gather(1, index).neg_()
+        out.mul_(g if alpha is None else g * (1.0 - alpha))
+        positive.mul_(g if alpha is None else g * alpha)
+        return out.scatter_(1, index, positive), None, None, None
+
+    @staticmethod
+    def _differentiable_backward(
+        logits: torch.Tensor, index: torch.Tensor, g: torch.Tensor, gamma: float | None, alpha: float | None
+    ) -> tuple[torch.Tensor, None, None, None]:
+        z_t = torch.neg(logits).scatter(1, index, logits.gather(1, index))
+        log_p = F.logsigmoid(z_t)
+        if gamma is None:
+            minus_dterm = torch.sigmoid(-z_t)
+        else:
+            minus_dterm = torch.exp(gamma * (log_p - z_t)) * (1.0 - torch.exp(log_p) * (1.0 + gamma * log_p))
+        neg_scale, pos_scale = (g, g) if alpha is None else (g * (1.0 - alpha), g * alpha)
+        out = (minus_dterm * neg_scale).scatter(1, index, -minus_dterm.gather(1, index) * pos_scale)
+        return out, None, None, None
+
+
+class FocalNLL(torch.autograd.Function):
+    """``-(1 - p)**gamma * log p`` elementwise from ``log p`` (the softmax focal term).
+
+    The modulator is ``exp(gamma * log(1 - p))`` with the two-branch :func:`log1mexp` (computed
+    without autograd: the masked branches need no NaN-safe gradient). Backward, by hand:
+    ``d/d log p = gamma log p exp(log p + (gamma - 1) log(1 - p)) - (1 - p)**gamma``; the exponent is
+    at most ``-log(tiny)`` (``log(1 - p)`` is clamped at ``log(tiny)``), so it stays finite for every
+    ``gamma >= 0`` and ``p -> 1``, and ``gamma = 0`` gives ``-1``, cross-entropy's gradient.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, log_prob: torch.Tensor, gamma: float) -> torch.Tensor:
+        x = log_prob.clamp(max=-torch.finfo(log_prob.dtype).tiny)
+        near_zero = x > _LOG_HALF
+        log_q = torch.expm1(x).neg_().log_()
+        torch.where(near_zero, log_q, torch.exp(x).neg_().log1p_(), out=log_q)  # log(1 - p)
+        modulator = torch.mul(log_q, gamma).exp_()
+        ctx.save_for_backward(log_prob, log_q, modulator)
+        ctx.gamma = gamma
+        return torch.mul(modulator, log_prob).neg_()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        log_prob, log_q, modulator = ctx.saved_tensors
+        gamma = ctx.gamma
+        if torch.is_grad_enabled():  # create_graph=True: differentiable, through the NaN-safe log1mexp
+            log_q = log1mexp(log_prob)
+            modulator = torch.exp(gamma * log_q)
+            slope = gamma * log_prob * torch.exp(log_prob + (gamma - 1.0) * log_q) - modulator
+            return grad * slope, None
+        out = torch.mul(log_q, gamma - 1.0).add_(log_prob).exp_()
+        torch.addcmul(modulator, out, log_prob, value=-gamma, out=out)  # -slope
+        return out.mul_(grad).neg_(), None
+
+
 def softmax_terms(p: Prepared, gamma: float | None) -> torch.Tensor:
     """Unweighted per-sample softmax cross-entropy, or softmax focal loss when ``gamma`` is given.
 
@@ -94,12 +273,11 @@ def softmax_terms(p: Prepared, gamma: float | None) -> torch.Tensor:
     ``log(1 - p_y)`` from :func:`log1mexp`, so ``gamma < 1`` and ``p_y -> 1`` stay finite.
     Soft targets: ``sum_c t_c * term(c)``, the loss is linear in the target.
     """
-    log_prob = F.log_softmax(p.logits, dim=1)
     if p.hard:
-        log_prob = log_prob.gather(1, p.target.unsqueeze(1)).squeeze(1)
-    nll = -log_prob
-    if gamma is not None:
-        nll = torch.exp(gamma * log1mexp(log_prob)) * nll
+        log_prob = TargetLogSoftmax.apply(p.logits, p.target)
+    else:
+        log_prob = F.log_softmax(p.logits, dim=1)
+    nll = -log_prob if gamma is None else FocalNLL.apply(log_prob, gamma)
     if p.hard:
         return nll
     return (p.target * nll).sum(1)
@@ -151,8 +329,8 @@ def sample_weights(p: Prepared, multilabel_weight: str = "average") -> torch.Ten
     """
     if p.weight is None:
         return None
-    if p.hard:
-        return p.weight[p.target]
+    if p.hard:  # index_select: several times faster than advanced indexing for many samples
+        return p.weight.index_select(0, p.target.reshape(-1)).view(p.target.shape)
     mass = p.target.sum(1)
     weighted = (p.target * class_dim_view(p.weight, p.target.dim())).sum(1)
     mean_weight = p.weight.mean().expand_as(mass)
@@ -180,31 +358,34 @@ def reduce_loss(
     if weight_of_sample is not None:
         per_sample = per_sample * weight_of_sample
     if valid is not None:
-        per_sample = torch.where(valid, per_sample, torch.zeros_like(per_sample))
+        per_sample = torch.where(valid, per_sample, 0.0)
     if reduction == "none":
-        return per_sample.to(out_dtype)
+        return _as_dtype(per_sample, out_dtype)
     total = per_sample.sum()
     if reduction == "sum":
-        return total.to(out_dtype)
+        return _as_dtype(total, out_dtype)
     if reduction == "mean":
-        denominator = valid.sum().to(total.dtype) if valid is not None else torch.tensor(
-            float(per_sample.numel()), dtype=total.dtype, device=total.device
-        )
-    else:  # weighted_mean
-        norm = torch.ones_like(per_sample) if normalizer is None else normalizer.expand_as(per_sample)
-        if valid is not None:
-            norm = torch.where(valid, norm, torch.zeros_like(norm))
-        denominator = norm.sum()
-    safe = torch.where(denominator > 0, denominator, torch.ones_like(denominator))
-    return (total / safe).to(out_dtype)
+        # A count of 0 means the (masked) total is 0 as well: dividing by 1 then gives 0.
+        if valid is None:
+            return _as_dtype(total / max(per_sample.numel(), 1), out_dtype)
+        return _as_dtype(total / valid.sum().clamp_min(1), out_dtype)
+    norm = torch.ones_like(per_sample) if normalizer is None else normalizer.expand_as(per_sample)
+    if valid is not None:
+        norm = torch.where(valid, norm, 0.0)
+    denominator = norm.sum()
+    return _as_dtype(total / torch.where(denominator > 0, denominator, 1.0), out_dtype)
+
+
+def _as_dtype(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return tensor if tensor.dtype == dtype else tensor.to(dtype)
 
 
 def softmax_loss(p: Prepared, gamma: float | None, reduction: str, out_dtype: torch.dtype) -> torch.Tensor:
     """Weighted, reduced softmax cross-entropy (``gamma=None``) or softmax focal loss."""
-    if gamma is None and p.hard:
-        # Native kernel: w_y * CE_n per sample, 0 where ignored; only the reduction is ours.
-        per_sample = F.cross_entropy(p.logits, p.target, weight=p.weight, reduction="none")
-        return reduce_loss(per_sample, None, p.valid, reduction, out_dtype, normalizer=sample_weights(p))
+    if p.hard and gamma is None and reduction != "none":
+        # The reductions are linear: reduce log p_y and negate the scalar, a pass over the samples fewer.
+        log_prob = TargetLogSoftmax.apply(p.logits, p.target)
+        return -reduce_loss(log_prob, sample_weights(p), p.valid, reduction, out_dtype)
     if p.hard or p.weight is None:
         return reduce_loss(softmax_terms(p, gamma), sample_weights(p), p.valid, reduction, out_dtype)
     # Soft targets with class weights: linear in the target, each class term weighted by its own
@@ -223,6 +404,9 @@ def sigmoid_loss(
     alpha: float | None = None,
 ) -> torch.Tensor:
     """Weighted, reduced one-vs-all BCE (``gamma=None``) or sigmoid focal loss, summed over classes."""
+    if p.hard:
+        per_sample = SigmoidRowSum.apply(p.logits, p.target, gamma, alpha)
+        return reduce_loss(per_sample, sample_weights(p), p.valid, reduction, out_dtype)
     terms = sigmoid_terms(p, gamma, alpha)
     if p.weight is not None and not p.hard and multilabel_weight == "by_class":
         per_sample = (terms * class_dim_view(p.weight, terms.dim())).sum(1)
@@ -235,7 +419,10 @@ def check_multilabel_weight(value: str) -> str:
 
 
 __all__ = [
+    "FocalNLL",
     "Prepared",
+    "SigmoidRowSum",
+    "TargetLogSoftmax",
     "check_gamma",
     "check_multilabel_weight",
     "class_dim_view",

@@ -142,6 +142,9 @@ def write_report(results: Path, docs: Path) -> Path:
                     paired_difference(chosen, ce, "error") if best and ce else "-"]
         summary.append("| " + " | ".join(row) + " |")
     lines += summary + [""]
+    findings = Path(__file__).with_name("FINDINGS.md")
+    if findings.exists():  # the written reading of the numbers, kept next to the code that makes them
+        lines += [findings.read_text().strip(), ""]
 
     for rho in rhos:
         ce = runs.get((rho, "ce"), {})
@@ -198,25 +201,28 @@ def make_plots(runs: dict, rhos: list[float], docs: Path) -> list[tuple[str, str
     best_cdb = best_by_validation(runs, rho, [c.name for c in grid if c.family == "cdb"])
     chosen += [(best_cb, f"best class-balanced: {best_cb}")] if best_cb else []
     chosen += [(best_cdb, f"best CDB: {best_cdb}")] if best_cdb else []
+    best_peer = best_by_validation(runs, rho, [c.name for c in grid if c.family == "peer"])
+    chosen += [(best_peer, f"best peer: {best_peer}")] if best_peer else []
     first = next(iter(runs[(rho, "ce")].values())) if (rho, "ce") in runs else None
     if first is not None:
         counts = first["train_counts"]
         order = sorted(range(len(counts)), key=lambda c: -counts[c])
-        fig, ax = plt.subplots(figsize=(10, 4.8))
+        fig, ax = plt.subplots(figsize=(11, 5))
         width = 0.8 / len(chosen)
         for k, (name, label) in enumerate(chosen):
             per_seed = [[100 * (r["final"]["per_class_accuracy"][c] or 0.0) for c in order] for r in runs[(rho, name)].values()]
             means = [statistics.fmean(col) for col in zip(*per_seed)]
             stds = [statistics.stdev(col) if len(col) > 1 else 0.0 for col in zip(*per_seed)]
             xs = [i + (k - (len(chosen) - 1) / 2) * width for i in range(len(order))]
-            ax.bar(xs, means, width, yerr=stds, capsize=2, label=label)
+            ax.bar(xs, means, width, yerr=stds, capsize=2, label=label, error_kw={"elinewidth": 0.8})
         ax.set_xticks(range(len(order)))
         ax.set_xticklabels([f"{first['classes'][c]}\n{counts[c]}" for c in order], fontsize=8)
         ax.set_xlabel("class (training images), head to tail")
         ax.set_ylabel("test accuracy (%), mean ± std over seeds")
         ax.set_ylim(0, 100)
-        ax.set_title(f"Fashion-MNIST-LT, imbalance {rho:g}: per-class accuracy")
-        ax.legend(loc="lower left", fontsize=8)
+        ax.set_title(f"Fashion-MNIST-LT, imbalance {rho:g}: per-class accuracy (best of each family by validation)",
+                     pad=28)
+        ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(chosen), fontsize=8, frameon=False)
         ax.grid(axis="y", alpha=0.3)
         fig.tight_layout()
         fig.savefig(docs / "per_class_accuracy.png", dpi=110)

@@ -121,11 +121,18 @@ def write_report(results: Path, docs: Path) -> Path:
     ]
     for session in manifest.get("sessions", []):
         machine = session.get("machine", {})
+        count = "?" if session.get("cells_trained") is None else session["cells_trained"]
         lines.append(
-            f"- Run `{session['command']}` on {session['started']}: {session['cells_trained']} runs in "
-            f"{session['wall_seconds'] / 60:.1f} min wall ({session['workers']} workers; {machine.get('cpu', '?')}, "
+            f"- Run `{session['command']}` on {session['started']}: {count} runs in "
+            f"{session['wall_seconds'] / 60:.0f} min wall ({session['workers']} workers; {machine.get('cpu', '?')}, "
             f"{machine.get('cores', '?')} cores, torch {machine.get('torch', '?')})."
+            + (f" {session['note']}" if session.get("note") else "")
         )
+    all_runs = [r for seeds in runs.values() for r in seeds.values()]
+    lines.append(
+        f"- {len(all_runs)} runs in the tables; their run times (`wall_seconds` in the result files) add up to "
+        f"{sum(r['wall_seconds'] for r in all_runs) / 3600:.1f} hours on one thread each."
+    )
     lines.append("")
 
     summary = ["## Summary", "", "| imbalance | CE error | best class-balanced (by val) | its error | Δ vs CE | "

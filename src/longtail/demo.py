@@ -65,8 +65,9 @@ def plot_per_class(results: dict[str, dict[str, Any]], path: Path) -> Path | Non
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 100)
     cfg = first["config"]
-    ax.set_title(f"{cfg['dataset']}-LT, imbalance {cfg['imbalance']:g}, {cfg['epochs']} epochs, seed {cfg['seed']}")
-    ax.legend(loc="lower left")
+    ax.set_title(f"{cfg['dataset']}-LT, imbalance {cfg['imbalance']:g}, {cfg['epochs']} epochs, seed {cfg['seed']}",
+                 pad=26)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(names), frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

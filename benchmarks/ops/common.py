@@ -48,27 +48,11 @@ def interleaved_times(
 ) -> dict[str, list[float]]:
     """Seconds of each step, ``reps`` rounds after ``warmup`` rounds, shuffled round-robin.
 
-    Garbage collection is done between rounds and disabled inside them.
+    :func:`grouped_times` with every step in one group. Garbage collection is done between rounds
+    and disabled inside them.
     """
-    rng = random.Random(seed)
-    names = list(steps)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(warmup + reps):
-        rng.shuffle(names)
-        gc.collect()
-        gc.disable()
-        try:
-            for name in names:
-                synchronize(device)
-                t0 = time.perf_counter()
-                steps[name]()
-                synchronize(device)
-                elapsed = time.perf_counter() - t0
-                if r >= warmup:
-                    times[name].append(elapsed)
-        finally:
-            gc.enable()
-    return times
+    times = grouped_times(steps, {"all": list(steps)}, reps=reps, warmup=warmup, device=device, seed=seed)
+    return {name: times[("all", name)] for name in steps}
 
 
 def grouped_times(

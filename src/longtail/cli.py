@@ -48,8 +48,7 @@ class CliError(Exception):
 
 
 def _base_type(annotation: Any) -> Any:
-    if isinstance(annotation, str):
-        annotation = eval(annotation, vars(typing), {})  # dataclass field types are strings (PEP 563)
+    """``int | None`` -> ``int``; other annotations unchanged."""
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
         return args[0] if len(args) == 1 else annotation
@@ -82,10 +81,11 @@ def _float_list(text: str) -> list[float]:
 def _add_config_arguments(parser: argparse.ArgumentParser, defaults: dict[str, Any] | None = None) -> None:
     from .train.config import TrainConfig
 
+    hints = typing.get_type_hints(TrainConfig)  # the annotations are strings (PEP 563): resolve them
     for f in dataclasses.fields(TrainConfig):
         default = (defaults or {}).get(f.name, f.default if f.default is not dataclasses.MISSING else f.default_factory())  # type: ignore[misc]
         flag = "--" + f.name.replace("_", "-")
-        kind = _base_type(f.type)
+        kind = _base_type(hints[f.name])
         help_text = _HELP.get(f.name, "")
         if f.name == "tau":
             parser.add_argument(flag, type=_tau, default=default, help=help_text)

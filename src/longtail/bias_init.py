@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._validation import as_counts, check_real
+from .checks import as_counts, check_real
 
 
 def init_prior_bias(linear_or_bias: nn.Linear | torch.Tensor, prior: Any = None) -> torch.Tensor:

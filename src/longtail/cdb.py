@@ -41,7 +41,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ._validation import as_real_vector, check_label_values, check_real
+from .checks import as_real_vector, check_label_values, check_real
 
 DYNAMIC = "dynamic"
 # The paper's (and the ImageNet code's) constant in b = max A / (min A + 0.01) - 1.

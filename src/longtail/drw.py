@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from ._validation import check_beta
+from .checks import check_beta
 from .weights import class_balanced_weights
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from ._validation import as_counts, check_beta, check_choice
+from .checks import as_counts, check_beta, check_choice
 
 ZERO_COUNT_POLICIES = ("error", "ignore")
 

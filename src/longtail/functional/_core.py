@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn.functional as F
 
-from .._validation import (
+from ..checks import (
     REDUCTIONS,
     check_choice,
     check_class_weight,

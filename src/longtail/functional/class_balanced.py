@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .._validation import check_choice
+from ..checks import check_choice
 from ._core import check_gamma, check_multilabel_weight, prepare, sigmoid_loss, softmax_loss
 
 LOSSES = ("softmax", "sigmoid", "focal", "softmax_focal")

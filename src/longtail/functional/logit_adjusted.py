@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .._validation import (
+from ..checks import (
     as_counts,
     check_class_weight,
     check_finite_per_class,

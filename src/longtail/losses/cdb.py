@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._validation import REDUCTIONS, check_choice, check_real
+from ..checks import REDUCTIONS, check_choice, check_real
 from ..cdb import (
     DYNAMIC,
     DifficultySource,

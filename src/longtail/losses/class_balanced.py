@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._validation import REDUCTIONS, as_counts, check_beta, check_choice
+from ..checks import REDUCTIONS, as_counts, check_beta, check_choice
 from ..counts import class_counts
 from ..functional._core import check_gamma, check_multilabel_weight
 from ..functional.class_balanced import LOSSES, class_balanced_loss

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._validation import REDUCTIONS, check_choice, check_real
+from ..checks import REDUCTIONS, check_choice, check_real
 from ..functional._core import check_gamma, check_multilabel_weight
 from ..functional.focal import focal_loss, sigmoid_focal_loss
 

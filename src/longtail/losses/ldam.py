@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._validation import REDUCTIONS, as_class_weight, check_choice
+from ..checks import REDUCTIONS, as_class_weight, check_choice
 from ..functional.ldam import _check_max_margin, _check_scale, ldam_loss, ldam_margins
 
 

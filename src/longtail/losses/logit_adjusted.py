@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._validation import REDUCTIONS, check_choice
+from ..checks import REDUCTIONS, check_choice
 from ..functional.logit_adjusted import _check_tau, class_log_prior, logit_adjusted_loss
 
 

@@ -1,9 +1,11 @@
-"""Argument checks shared by the public functions.
+"""Argument checks: the one home of every check in the library, and its one message format.
 
-Every check raises ``ValueError`` (bad value) or ``TypeError`` (bad type) with a message that names
-what was expected and what was given. Checks that must look at tensor *values* (labels in range,
-counts non-negative) are data-dependent; the loss functions skip those while ``torch.compile`` is
-tracing so that ``forward`` compiles without graph breaks.
+Every check raises ``ValueError`` (bad value) or ``TypeError`` (bad type) with a message of the form
+``"<name> must be <what was expected>; got <what was given>"``, and returns the value in its
+canonical form (a Python ``float``/``int``, a float64 tensor, ...), so callers write
+``self.gamma = check_gamma(gamma)`` and never check twice. Checks that must look at tensor *values*
+(labels in range, counts non-negative) are data-dependent; the loss functions skip those while
+``torch.compile`` is tracing so that ``forward`` compiles without graph breaks.
 """
 
 from __future__ import annotations
@@ -34,12 +36,20 @@ def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
 
 
 def check_real(
-    name: str, value: Any, *, low: float | None = None, high: float | None = None, finite: bool = False
+    name: str,
+    value: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    finite: bool = False,
+    low_open: bool = False,
+    high_open: bool = False,
 ) -> float:
-    """A finite-or-bounded real number as a Python float (bools, NaN and out-of-range values rejected).
+    """A real number as a Python float (bools, NaN and out-of-range values rejected).
 
-    While torch.compile traces, a float hyperparameter may arrive as a symbolic value on recompiles;
-    it was checked when the module was built, so it is passed through.
+    ``low``/``high`` bound it (inclusive, or exclusive with ``low_open``/``high_open``); ``finite``
+    rejects infinities. While torch.compile traces, a float hyperparameter may arrive as a symbolic
+    value on recompiles; it was checked when the module was built, so it is passed through.
     """
     if is_compiling():
         return value
@@ -52,13 +62,61 @@ def check_real(
     value = float(value)
     if math.isnan(value):
         raise ValueError(f"{name} must be a number; got NaN")
-    if (low is not None and value < low) or (high is not None and value > high):
+    below = low is not None and (value <= low if low_open else value < low)
+    above = high is not None and (value >= high if high_open else value > high)
+    if below or above:
         lo = "-inf" if low is None else f"{low:g}"
         hi = "inf" if high is None else f"{high:g}"
-        raise ValueError(f"{name} must be in [{lo}, {hi}]; got {value!r}")
+        raise ValueError(f"{name} must be in {'(' if low_open else '['}{lo}, {hi}{')' if high_open else ']'}; got {value!r}")
     if finite and math.isinf(value):
         raise ValueError(f"{name} must be finite; got {value!r}")
     return value
+
+
+def check_int(name: str, value: Any, *, low: int | None = None) -> int:
+    """An integer (Python or numpy; bools and floats rejected) as a Python int, ``>= low`` when given."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer; got {type(value).__name__} {value!r}")
+    value = int(value)
+    if low is not None and value < low:
+        raise ValueError(f"{name} must be an integer >= {low}; got {value}")
+    return value
+
+
+def check_num_classes(value: Any) -> int:
+    return check_int("num_classes", value, low=1)
+
+
+def check_ignore_index(value: Any) -> int:
+    return check_int("ignore_index", value)
+
+
+DYNAMIC = "dynamic"
+
+
+def check_tau(value: Any, *, name: str = "tau", allow_dynamic: bool = True, allow_zero: bool = False) -> float | str:
+    """The one ``tau`` parser: a finite number (``> 0``, or ``>= 0`` with ``allow_zero``) or ``"dynamic"``.
+
+    Strings are parsed too (``"1.5"`` -> 1.5), so the command line uses the same check. ``"dynamic"``
+    is refused where it has no meaning (``allow_dynamic=False``) instead of being replaced silently.
+    """
+    expected = (f"a {'non-negative' if allow_zero else 'positive'} finite number"
+                + (" or 'dynamic'" if allow_dynamic else ""))
+    if isinstance(value, str):
+        if value == DYNAMIC:
+            if allow_dynamic:
+                return value
+            raise ValueError(f"{name} must be {expected} ('dynamic' is CDB's tau); got 'dynamic'")
+        try:
+            value = float(value)
+        except ValueError:
+            raise ValueError(f"{name} must be {expected}; got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, torch.Tensor)):
+        raise TypeError(f"{name} must be {expected}; got {type(value).__name__} {value!r}")
+    number = check_real(name, value)
+    if not math.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
+        raise ValueError(f"{name} must be {expected}; got {number!r}")
+    return number
 
 
 def check_beta(beta: Any) -> float:

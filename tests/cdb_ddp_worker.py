@@ -2,8 +2,9 @@
 
 Usage: ``python cdb_ddp_worker.py RANK WORLD_SIZE OUTPUT`` with MASTER_ADDR=127.0.0.1 and
 MASTER_PORT in the environment. Each rank sees its own class mix (``rank_batches``), accumulates a
-ClassDifficulty and a TrainingDifficultyEMA, reduces them over the group, updates CDBLoss modules
-from them and saves the results for the parent to compare.
+ClassDifficulty, a TrainingDifficultyEMA and a ConfusionMeter with top-k hits, reduces them over the
+group, updates CDBLoss modules from them and saves the results for the parent to compare; it also
+sums a non-contiguous tensor with ``all_reduce_sum``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import torch
 import torch.distributed as dist
 
 from longtail.cdb import ClassDifficulty, TrainingDifficultyEMA
+from longtail.confusion import all_reduce_sum
+from longtail.metrics import ConfusionMeter
 from longtail.losses.cdb import CDBLoss
 
 NUM_CLASSES = 5
@@ -25,6 +28,12 @@ EMA_MOMENTUM = 0.8
 CLASS_MIX = {0: [14, 3, 0, 2, 0], 1: [2, 7, 10, 0, 0]}
 HIT_RATE = {0: [0.9, 0.6, 0.0, 0.3, 0.0], 1: [0.5, 0.2, 0.4, 0.0, 0.0]}
 NUM_BATCHES = 3  # equal on every rank, as under DDP (the EMA discounts once per batch)
+TOP_K = (1, 2)
+
+
+def rank_matrix(rank: int) -> torch.Tensor:
+    """A non-contiguous int64 (3, 2) view, different per rank, for ``all_reduce_sum``."""
+    return (torch.arange(6, dtype=torch.int64).reshape(2, 3) * (rank + 1)).t()
 
 
 def rank_batches(rank: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -56,12 +65,17 @@ def main(rank: int, world_size: int, output: str) -> None:
     try:
         difficulty = ClassDifficulty(NUM_CLASSES, ignore_index=IGNORE_INDEX)
         ema = TrainingDifficultyEMA(NUM_CLASSES, momentum=EMA_MOMENTUM, ignore_index=IGNORE_INDEX)
+        meter = ConfusionMeter(NUM_CLASSES, top_k=TOP_K, ignore_index=IGNORE_INDEX)
         for logits, y in rank_batches(rank):
             difficulty.update(logits, y)
             ema.update(logits, y)
+            meter.update(logits, y)
         local_accuracy = difficulty.accuracy()
-        difficulty.all_reduce()
-        ema.all_reduce()
+        assert difficulty.all_reduce() is difficulty
+        assert ema.all_reduce() is ema
+        assert meter.all_reduce() is meter
+        matrix = rank_matrix(rank)
+        assert all_reduce_sum(matrix) is matrix  # summed in place, though not contiguous
         criterion, ema_criterion = make_losses()
         criterion.update_from(difficulty)
         ema_criterion.update_from(ema)
@@ -73,6 +87,8 @@ def main(rank: int, world_size: int, output: str) -> None:
                 "criterion": criterion.state_dict(),
                 "ema_accuracy": ema.accuracy(),
                 "ema_criterion": ema_criterion.state_dict(),
+                "meter": meter.state_dict(),
+                "matrix": matrix.clone(),
             },
             output,
         )

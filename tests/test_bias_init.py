@@ -25,11 +25,17 @@ def test_scalar_and_per_class_priors():
 
 
 def test_errors():
-    with pytest.raises(ValueError, match="has no bias"):
+    with pytest.raises(ValueError, match="linear_or_bias must be .*; got a Linear that has no bias"):
         init_prior_bias(nn.Linear(2, 3, bias=False))
     with pytest.raises(ValueError, match=r"prior must be in \(0, 1\); got 1.0"):
         init_prior_bias(torch.zeros(3), prior=1.0)
-    with pytest.raises(ValueError, match=r"one value per class \(3\); got 2"):
+    with pytest.raises(ValueError, match=r"prior must have one value per class \(3\); got 2 values"):
         init_prior_bias(torch.zeros(3), prior=[0.5, 0.5])
-    with pytest.raises(ValueError, match=r"every prior must be in \(0, 1\)"):
+    with pytest.raises(ValueError, match=r"prior must be in \(0, 1\) for every class; got \[0.0, 1.0\]"):
         init_prior_bias(torch.zeros(2), prior=[0.0, 1.0])
+    with pytest.raises(ValueError, match=r"prior must be in \(0, 1\); got 0.0"):
+        init_prior_bias(torch.zeros(3), prior=0)
+    with pytest.raises(ValueError, match=r"bias must be 1-D \(one value per class\); got shape \(2, 3\)"):
+        init_prior_bias(torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="prior must be given for a bias with fewer .*; got prior=None with C=1"):
+        init_prior_bias(torch.zeros(1))

@@ -162,9 +162,9 @@ def test_nan_without_previous_is_an_error():
         (dict(class_accuracy=ACC, tau=0.0), ValueError, "tau must be a positive finite number or 'dynamic'; got 0.0"),
         (dict(class_accuracy=ACC, tau=-1), ValueError, "got -1.0"),
         (dict(class_accuracy=ACC, tau=math.inf), ValueError, "got inf"),
-        (dict(class_accuracy=ACC, tau=NAN), ValueError, "tau must be a positive number or 'dynamic'; got nan"),
-        (dict(class_accuracy=ACC, tau="auto"), ValueError, "tau must be a positive number or 'dynamic'; got 'auto'"),
-        (dict(class_accuracy=ACC, tau=None), TypeError, "tau must be a positive number or 'dynamic'; got NoneType None"),
+        (dict(class_accuracy=ACC, tau=NAN), ValueError, "tau must be a number; got NaN"),
+        (dict(class_accuracy=ACC, tau="auto"), ValueError, "tau must be a positive finite number or 'dynamic'; got 'auto'"),
+        (dict(class_accuracy=ACC, tau=None), TypeError, "tau must be a positive finite number or 'dynamic'; got NoneType None"),
         (dict(class_accuracy=ACC, floor=1.5), ValueError, r"floor must be in \[0, 1\]; got 1.5"),
         (dict(class_accuracy=ACC, floor=-0.1), ValueError, r"floor must be in \[0, 1\]; got -0.1"),
     ],
@@ -252,8 +252,10 @@ def test_class_difficulty_ignores_gradients_of_the_logits():
         (torch.tensor([0.0, 1.0]), torch.tensor([0, 1]), TypeError, "predicted labels must be integers; got dtype torch.float32"),
         (torch.tensor([0, 5]), torch.tensor([0, 1]), ValueError, r"predicted labels must be in \[0, 2\]; got label 5"),
         (torch.randn(2, 3), torch.tensor([0.0, 1.0]), TypeError, "integer class indices; got dtype torch.float32"),
-        ([0, 1], torch.tensor([0, 1]), TypeError, "preds must be a tensor of logits or predicted labels; got list"),
-        (torch.randn(2, 3), [0, 1], TypeError, "targets must be a tensor of class indices; got list"),
+        ("01", torch.tensor([0, 1]), TypeError, "preds must be a tensor, numpy array or list; got str"),
+        (torch.randn(2, 3), "01", TypeError, "targets must be a tensor, numpy array or list; got str"),
+        (torch.randn(2, 3), torch.tensor(1), ValueError, r"targets must have shape \(N,\) or \(N, d1, ...\); got a 0-d tensor"),
+        (torch.randn(2, 3) > 0, torch.tensor([0, 1]), TypeError, "preds must be real scores or integer predicted labels; got dtype torch.bool"),
     ],
 )
 def test_class_difficulty_errors(preds, targets, error, match):
@@ -264,10 +266,10 @@ def test_class_difficulty_errors(preds, targets, error, match):
 @pytest.mark.parametrize(
     "args, error, match",
     [
-        ((0,), ValueError, "num_classes must be at least 1; got 0"),
-        ((3.0,), TypeError, "num_classes must be an int; got float 3.0"),
-        ((True,), TypeError, "num_classes must be an int; got bool True"),
-        ((3, None), TypeError, "ignore_index must be an int; got NoneType None"),
+        ((0,), ValueError, "num_classes must be an integer >= 1; got 0"),
+        ((3.0,), TypeError, "num_classes must be an integer; got float 3.0"),
+        ((True,), TypeError, "num_classes must be an integer; got bool True"),
+        ((3, None), TypeError, "ignore_index must be an integer; got NoneType None"),
     ],
 )
 def test_class_difficulty_constructor_errors(args, error, match):
@@ -300,7 +302,7 @@ def test_training_ema_momentum_zero_is_the_last_batch():
     assert ema.accuracy().tolist() == [0.0, 1.0]
 
 
-@pytest.mark.parametrize("momentum, match", [(1.0, r"\[0, 1\) .* got 1.0"), (-0.5, r"momentum must be in \[0, 1\]; got -0.5")])
+@pytest.mark.parametrize("momentum, match", [(1.0, r"momentum must be in \[0, 1\); got 1.0"), (-0.5, r"momentum must be in \[0, 1\); got -0.5")])
 def test_training_ema_momentum_errors(momentum, match):
     with pytest.raises(ValueError, match=match):
         TrainingDifficultyEMA(3, momentum=momentum)
@@ -432,11 +434,11 @@ def test_module_moves_with_to_and_double():
         (dict(gamma=2.0), ValueError, "gamma is used only with loss='softmax_focal'; got gamma=2.0 with loss='softmax'"),
         (dict(loss="softmax_focal", gamma=-1.0), ValueError, r"gamma must be in \[0, inf\]; got -1.0"),
         (dict(reduction="avg"), ValueError, "reduction must be one of 'mean', 'weighted_mean', 'sum', 'none'; got 'avg'"),
-        (dict(tau="auto"), ValueError, "tau must be a positive number or 'dynamic'; got 'auto'"),
+        (dict(tau="auto"), ValueError, "tau must be a positive finite number or 'dynamic'; got 'auto'"),
         (dict(tau=0), ValueError, "tau must be a positive finite number or 'dynamic'; got 0.0"),
         (dict(floor=2.0), ValueError, r"floor must be in \[0, 1\]; got 2.0"),
-        (dict(num_classes=0), ValueError, "num_classes must be at least 1; got 0"),
-        (dict(ignore_index=1.5), TypeError, "ignore_index must be an int; got float 1.5"),
+        (dict(num_classes=0), ValueError, "num_classes must be an integer >= 1; got 0"),
+        (dict(ignore_index=1.5), TypeError, "ignore_index must be an integer; got float 1.5"),
     ],
 )
 def test_cdb_loss_constructor_errors(kwargs, error, match):

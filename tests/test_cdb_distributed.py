@@ -1,4 +1,5 @@
-"""CDB under data parallelism: two gloo processes on 127.0.0.1 end with the weights of the pooled data."""
+"""CDB and the confusion meter under data parallelism: two gloo processes on 127.0.0.1 end with the weights and
+the counts of the pooled data."""
 
 import os
 import socket
@@ -10,9 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-from cdb_ddp_worker import EMA_MOMENTUM, IGNORE_INDEX, NUM_CLASSES, make_losses, rank_batches
+from cdb_ddp_worker import EMA_MOMENTUM, IGNORE_INDEX, NUM_CLASSES, TOP_K, make_losses, rank_batches, rank_matrix
 
 from longtail.cdb import ClassDifficulty, TrainingDifficultyEMA
+from longtail.metrics import ConfusionMeter
 
 WORKER = Path(__file__).with_name("cdb_ddp_worker.py")
 WORLD_SIZE = 2
@@ -81,11 +83,13 @@ def test_two_processes_end_with_the_weights_of_the_pooled_data(tmp_path):
     per_rank = [rank_batches(rank) for rank in range(WORLD_SIZE)]
     pooled = ClassDifficulty(NUM_CLASSES, ignore_index=IGNORE_INDEX)
     ema = TrainingDifficultyEMA(NUM_CLASSES, momentum=EMA_MOMENTUM, ignore_index=IGNORE_INDEX)
+    meter = ConfusionMeter(NUM_CLASSES, top_k=TOP_K, ignore_index=IGNORE_INDEX)
     for step in zip(*per_rank):  # the EMA of the pooled data discounts once per step
         logits = torch.cat([logits for logits, _ in step])
         y = torch.cat([y for _, y in step])
         pooled.update(logits, y)
         ema.update(logits, y)
+        meter.update(logits, y)
     expected, expected_ema = make_losses()
     expected.update_from(pooled)
     expected_ema.update_from(ema)
@@ -97,7 +101,13 @@ def test_two_processes_end_with_the_weights_of_the_pooled_data(tmp_path):
     assert torch.isnan(local[0][2]) and torch.isnan(local[1][3])  # a class seen by one rank only
     assert torch.isnan(pooled.accuracy()[4])  # seen by none: keeps its weight 1
 
+    # The meter's matrix and top-k hits travel in one collective; the ignored samples count nowhere.
+    assert meter.num_samples == sum(int((y != IGNORE_INDEX).sum()) for batches in per_rank for _, y in batches)
+    assert int(meter.top_k_hits[0]) == int(meter.correct.sum()) < int(meter.top_k_hits[1]) < meter.num_samples
     for rank, result in enumerate(results):
+        assert torch.equal(result["meter"]["confusion"], meter.confusion), rank
+        assert torch.equal(result["meter"]["top_k_hits"], meter.top_k_hits), rank
+        assert torch.equal(result["matrix"], rank_matrix(0) + rank_matrix(1)), rank
         assert torch.equal(result["correct"], pooled.correct), rank
         assert torch.equal(result["total"], pooled.total), rank
         state = result["criterion"]

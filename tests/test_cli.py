@@ -54,8 +54,8 @@ def test_weights_from_a_dataset(capsys):
     "args, message",
     [
         (["train", "--loss", "nope", "--dataset", "synthetic"], "loss must be one of"),
-        (["train", "--beta", "2", "--dataset", "synthetic"], "beta must be in [0.0, 1.0]; got 2.0"),
-        (["train", "--loss", "cdb", "--dataset", "synthetic"], "needs a validation split"),
+        (["train", "--beta", "2", "--dataset", "synthetic"], "beta must be in [0, 1]; got 2.0"),
+        (["train", "--loss", "cdb", "--dataset", "synthetic"], "val_per_class must be >= 1 for loss='cdb'"),
         (["train", "--dataset", "cifar10", "--data-dir", "/nonexistent"], "error:"),
         (["weights", "--counts", "5,-1"], "non-negative"),
         (["weights", "--counts", "a,b"], "comma-separated numbers"),
@@ -74,7 +74,7 @@ def test_bad_arguments_give_one_line_errors(args, message, capsys):
 def test_bad_argument_in_a_real_process_prints_no_traceback():
     done = run("train", "--dataset", "synthetic", "--gamma", "-1")
     assert done.returncode == 2
-    assert done.stderr.strip() == "longtail train: error: gamma must be in [0.0, inf]; got -1.0"
+    assert done.stderr.strip() == "longtail train: error: gamma must be in [0, inf]; got -1.0"
 
 
 def test_train_command_writes_results(tmp_path):

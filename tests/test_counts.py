@@ -40,13 +40,22 @@ def test_dataloader_of_batches_matches_tensor():
 def test_errors():
     with pytest.raises(ValueError, match=r"labels must be in \[0, 2\] .* got values in \[0, 3\]"):
         class_counts([0, 1, 3], 3)
-    with pytest.raises(ValueError, match="num_classes must be a positive integer; got 0"):
+    with pytest.raises(ValueError, match="num_classes must be an integer >= 1; got 0"):
         class_counts([0], 0)
+    # A bool or non-integer num_classes is a type error (it used to be a ValueError).
+    with pytest.raises(TypeError, match="num_classes must be an integer; got float 3.0"):
+        class_counts([0], 3.0)
+    with pytest.raises(TypeError, match="num_classes must be an integer; got bool True"):
+        class_counts([0], True)
+    with pytest.raises(TypeError, match="ignore_index must be an integer; got float -1.0"):
+        class_counts([0], 3, ignore_index=-1.0)
     with pytest.raises(TypeError, match="class labels must be integers; got dtype torch.float32"):
         class_counts(torch.tensor([0.0, 1.0]), 2, multi_label=False)
     with pytest.raises(ValueError, match=r"multi-hot targets must have shape \(N, 3\); got \(2, 2\)"):
         class_counts(torch.ones(2, 2), 3)
-    with pytest.raises(ValueError, match="empty iterable"):
+    with pytest.raises(ValueError, match=r"multi-hot targets must hold values in \[0, 1\]; got values in \[0, 2\]"):
+        class_counts(torch.tensor([[0.0, 2.0]]), 2)
+    with pytest.raises(ValueError, match="labels must hold at least one batch; got an empty iterable"):
         class_counts(iter([]), 3)
     with pytest.raises(TypeError, match="got str"):
         class_counts("012", 3)

@@ -46,7 +46,7 @@ def test_cifar100_fine_and_coarse(tmp_path: Path, protocol: int | str) -> None:
     coarse = load_cifar100(tmp_path, train=False, label_type="coarse")
     assert coarse.labels.tolist() == [(3 * j + 1) % 20 for j in range(6)]
     assert len(coarse.classes) == 20
-    with pytest.raises(ValueError, match="label_type"):
+    with pytest.raises(ValueError, match="label_type must be one of 'fine', 'coarse'; got 'medium'"):
         load_cifar100(tmp_path, label_type="medium")  # type: ignore[arg-type]
 
 

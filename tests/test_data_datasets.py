@@ -100,7 +100,7 @@ def test_inconsistent_files(isolated: Path) -> None:
     with pytest.raises(ValueError, match="10 images but .* 9 labels"):
         load_fashion_mnist(folder)
     write_idx(folder / "train-labels-idx1-ubyte.gz", np.full(10, 12, dtype=np.uint8))
-    with pytest.raises(ValueError, match=r"labels must be in \[0, 10\), got values in \[12, 12\]"):
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 10\); got values in \[12, 12\]"):
         load_fashion_mnist(folder)
     write_idx(folder / "train-labels-idx1-ubyte.gz", np.zeros((10, 2), dtype=np.uint8))
     with pytest.raises(ValueError, match="expected uint8 labels"):
@@ -127,14 +127,14 @@ U8 = torch.zeros(2, 1, 2, 2, dtype=torch.uint8)
 @pytest.mark.parametrize(
     ("images", "labels", "classes", "exc", "match"),
     [
-        (torch.zeros(2, 1, 2, 2), torch.zeros(2, dtype=torch.int64), ("a",), ValueError, "uint8.*float32"),
+        (torch.zeros(2, 1, 2, 2), torch.zeros(2, dtype=torch.int64), ("a",), ValueError, "uint8.*; got torch.float32"),
         (torch.zeros(2, 2, 2, dtype=torch.uint8), torch.zeros(2, dtype=torch.long), ("a",), ValueError, r"\(2, 2, 2\)"),
         (torch.zeros(2, 1, 2, 2, dtype=torch.uint8), torch.zeros(2, dtype=torch.int32), ("a",), ValueError, "int32"),
-        (U8, torch.zeros(3, dtype=torch.int64), ("a",), ValueError, "2 images but 3"),
-        (torch.zeros(1, 1, 2, 2, dtype=torch.uint8), torch.tensor([1]), ("a",), ValueError, r"\[0, 1\)"),
-        (torch.zeros(1, 1, 2, 2, dtype=torch.uint8), torch.tensor([0]), ["a"], TypeError, "tuple of str"),
-        (torch.zeros(1, 1, 2, 2, dtype=torch.uint8), torch.tensor([0]), (), ValueError, "at least one"),
-        (np.zeros((1, 1, 2, 2), np.uint8), torch.tensor([0]), ("a",), TypeError, "ndarray"),
+        (U8, torch.zeros(3, dtype=torch.int64), ("a",), ValueError, r"one label per image \(2 images\); got 3 labels"),
+        (torch.zeros(1, 1, 2, 2, dtype=torch.uint8), torch.tensor([1]), ("a",), ValueError, r"\[0, 1\); got"),
+        (torch.zeros(1, 1, 2, 2, dtype=torch.uint8), torch.tensor([0]), ["a"], TypeError, "tuple of str; got"),
+        (torch.zeros(1, 1, 2, 2, dtype=torch.uint8), torch.tensor([0]), (), ValueError, "at least one class; got"),
+        (np.zeros((1, 1, 2, 2), np.uint8), torch.tensor([0]), ("a",), TypeError, "must be tensors; got ndarray"),
     ],
 )
 def test_labelled_images_validation(images, labels, classes, exc, match) -> None:  # noqa: ANN001

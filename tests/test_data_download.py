@@ -158,11 +158,11 @@ def test_size_cap(tmp_path: Path, fake_files) -> None:  # noqa: ANN001
 def test_argument_errors(tmp_path: Path, fake_files) -> None:  # noqa: ANN001
     _, hashes = fake_files
     digest = hashes["t10k-labels-idx1-ubyte.gz"]
-    with pytest.raises(ValueError, match="64 hex digits, got 'abc'"):
+    with pytest.raises(ValueError, match=r"sha256 must be 64 hex digits \(the expected SHA-256 of .*\); got 'abc'"):
         download_verified("http://127.0.0.1:9/x", tmp_path / "x", "abc")
-    with pytest.raises(ValueError, match="http:// or https://"):
+    with pytest.raises(ValueError, match="url must be http:// or https://; got 'file://"):
         download_verified(f"file://{tmp_path}/x", tmp_path / "y", digest)
-    with pytest.raises(ValueError, match="missing.*train-images"):
+    with pytest.raises(ValueError, match=r"sha256 must give a digest for each of .*; got none for \['train-images"):
         download_fashion_mnist(tmp_path, base_url="http://127.0.0.1:9/", sha256={"t10k-labels-idx1-ubyte.gz": digest})
 
 

@@ -127,7 +127,7 @@ def test_corrupt_and_truncated_gzip() -> None:
 
 
 def test_type_and_missing_file_errors(tmp_path: Path) -> None:
-    with pytest.raises(TypeError, match="path or bytes, got int"):
+    with pytest.raises(TypeError, match="source must be a path or bytes; got int"):
         read_idx(3)  # type: ignore[arg-type]
     with pytest.raises(FileNotFoundError):
         read_idx(tmp_path / "missing")

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from longtail.functional._core import (
+from longtail.functional._kernels import (
     FocalNLL,
     SigmoidRowSum,
     TargetLogSoftmax,

@@ -283,10 +283,31 @@ def test_meter_compute_returns_a_copy() -> None:
 
 def test_meter_top_k_needs_scores() -> None:
     m = ConfusionMeter(3, top_k=(2,))
-    with pytest.raises(ValueError, match=r"scores of shape \(B, C\)"):
+    with pytest.raises(ValueError, match=r"preds must be scores of shape \(N, C\) .* top_k=\[2\]; got predicted labels"):
         m.update(PREDS, TARGETS)
-    with pytest.raises(ValueError, match=r"top_k"):
+    assert m.num_samples == 0  # a failed update changes nothing
+    with pytest.raises(ValueError, match=r"top_k\[0\] must be an integer in \[1, 3\] \(k <= num_classes\); got 4"):
         ConfusionMeter(3, top_k=(4,))
+    with pytest.raises(TypeError, match="top_k must be a sequence of integers"):
+        ConfusionMeter(3, top_k=2)  # type: ignore[arg-type]
+
+
+def test_meter_is_the_cdb_counter_and_takes_arrays() -> None:
+    from longtail.cdb import ClassDifficulty
+
+    assert issubclass(ClassDifficulty, ConfusionMeter)
+    m = ConfusionMeter(3)
+    m.update(PREDS.numpy(), TARGETS.tolist())  # converted like the functional metrics' inputs
+    assert m.compute().tolist() == CM
+
+
+def test_functional_metrics_ignore_no_label() -> None:
+    # The meter skips ignore_index (-100 by default); the functional metrics count every sample, so -100 is an error.
+    with pytest.raises(ValueError, match=r"target labels must be in \[0, 2\]; got label -100"):
+        accuracy(PREDS, torch.tensor([0, 0, 0, 1, 1, -100]), 3)
+    m = ConfusionMeter(3)
+    m.update(PREDS, torch.tensor([0, 0, 0, 1, 1, -100]))
+    assert m.num_samples == 5
 
 
 def test_meter_all_reduce_single_process(tmp_path: object) -> None:
@@ -295,13 +316,12 @@ def test_meter_all_reduce_single_process(tmp_path: object) -> None:
     if not dist.is_available():
         pytest.skip("torch.distributed not available")
     m = ConfusionMeter(3, top_k=(2,))
-    with pytest.raises(RuntimeError, match="not initialised"):
-        m.all_reduce()
+    assert m.all_reduce() is m and m.num_samples == 0  # no process group: a no-op
     dist.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
     logits = torch.randn(6, 3, generator=torch.Generator().manual_seed(0))
     try:
         m.update(logits, TARGETS)
-        m.all_reduce()
+        assert m.all_reduce() is m
         assert torch.equal(m.compute(), confusion_matrix(logits, TARGETS, 3))
         assert m.report()["top_k_accuracy"]["2"] == pytest.approx(top_k_accuracy(logits, TARGETS, 2))
         empty = ConfusionMeter(3, top_k=(2,))
@@ -317,48 +337,56 @@ def test_meter_all_reduce_single_process(tmp_path: object) -> None:
 
 
 def test_mismatched_lengths() -> None:
-    with pytest.raises(ValueError, match="got 5 preds and 6 targets"):
+    with pytest.raises(ValueError, match=r"preds must be .* predicted labels of the targets' shape \(6,\); got \(5,\)"):
         accuracy(PREDS[:5], TARGETS, 3)
-    with pytest.raises(ValueError, match="got 3 logits and 6 targets"):
+    with pytest.raises(ValueError, match=r"scores for targets of shape \(6,\) must have shape \(6, 3\); got \(3, 3\)"):
         top_k_accuracy(torch.randn(3, 3), TARGETS, 2)
 
 
 def test_wrong_number_of_score_columns() -> None:
-    with pytest.raises(ValueError, match=r"num_classes=3, got shape \(6, 4\)"):
+    with pytest.raises(ValueError, match=r"scores for targets of shape \(6,\) must have shape \(6, 3\); got \(6, 4\)"):
         confusion_matrix(torch.randn(6, 4), TARGETS, 3)
+    with pytest.raises(ValueError, match=r"logits must have num_classes=4 columns; got shape \(6, 3\)"):
+        top_k_accuracy(torch.randn(6, 3), TARGETS, 1, num_classes=4)
 
 
 def test_labels_out_of_range() -> None:
-    with pytest.raises(ValueError, match=r"targets: expected labels in \[0, 2\].*got values in \[0, 3\]"):
+    with pytest.raises(ValueError, match=r"target labels must be in \[0, 2\]; got label 3"):
         accuracy(PREDS, torch.tensor([0, 0, 0, 1, 1, 3]), 3)
-    with pytest.raises(ValueError, match=r"preds: expected labels in \[0, 2\].*got values in \[-1, 2\]"):
+    with pytest.raises(ValueError, match=r"predicted labels must be in \[0, 2\]; got label -1"):
         accuracy(torch.tensor([-1, 0, 1, 1, 2, 2]), TARGETS, 3)
+    with pytest.raises(ValueError, match=r"target labels must be in \[0, 2\]; got label 5"):
+        top_k_accuracy(torch.randn(6, 3), torch.tensor([0, 0, 0, 1, 1, 5]), 2)
 
 
 def test_bad_shapes_and_dtypes() -> None:
-    with pytest.raises(ValueError, match=r"targets: expected shape \(N,\), got \(6, 1\)"):
+    with pytest.raises(ValueError, match=r"targets must have shape \(N,\); got \(6, 1\)"):
         accuracy(PREDS, TARGETS[:, None], 3)
-    with pytest.raises(ValueError, match=r"got \(2, 3, 1\)"):
+    with pytest.raises(ValueError, match=r"preds must be scores of shape \(N, C\) or labels of shape \(N,\); got \(2, 3,"):
         accuracy(torch.randn(2, 3, 1), TARGETS[:2], 3)
-    with pytest.raises(TypeError, match="integer dtype, got torch.float32"):
+    with pytest.raises(TypeError, match="predicted labels must be integers; got dtype torch.float32"):
         accuracy(PREDS.float(), TARGETS, 3)
-    with pytest.raises(TypeError, match="targets: expected an integer dtype"):
+    with pytest.raises(TypeError, match="targets must hold integer class indices; got dtype torch.float32"):
         accuracy(PREDS, TARGETS.float(), 3)
-    with pytest.raises(TypeError, match="got str"):
+    with pytest.raises(TypeError, match="preds must be a tensor, numpy array or list; got str"):
         accuracy("012", TARGETS, 3)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="num_classes"):
+    with pytest.raises(TypeError, match="num_classes must be an integer; got float 3.0"):
         accuracy(PREDS, TARGETS, 3.0)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="num_classes: expected a positive int, got 0"):
+    with pytest.raises(ValueError, match="num_classes must be an integer >= 1; got 0"):
         confusion_matrix(PREDS, TARGETS, 0)
 
 
 def test_top_k_errors() -> None:
-    with pytest.raises(ValueError, match=r"k: expected an int in \[1, 3\].*got 4"):
+    with pytest.raises(ValueError, match=r"k must be an integer in \[1, 3\] \(k <= num_classes\); got 4"):
         top_k_accuracy(torch.randn(6, 3), TARGETS, 4)
-    with pytest.raises(ValueError, match=r"needs scores of shape \(N, C\)"):
+    with pytest.raises(TypeError, match="k must be an integer; got float 1.0"):
+        top_k_accuracy(torch.randn(6, 3), TARGETS, 1.0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"logits must be scores of shape \(N, C\) \(top-k needs a ranking"):
         top_k_accuracy(PREDS, TARGETS, 1)
-    with pytest.raises(ValueError, match=r"top_k=\[2\] needs scores"):
+    with pytest.raises(ValueError, match=r"preds must be scores of shape \(N, C\) for top_k=\[2\]; got labels"):
         classification_report(PREDS, TARGETS, 3, top_k=(2,))
+    with pytest.raises(ValueError, match=r"top_k\[1\] must be an integer in \[1, 3\]"):
+        classification_report(torch.randn(6, 3), TARGETS, 3, top_k=(1, 0))
 
 
 def test_empty_inputs() -> None:
@@ -373,16 +401,26 @@ def test_empty_inputs() -> None:
 
 def test_shot_argument_errors() -> None:
     acc = torch.tensor([0.5, 0.5])
-    with pytest.raises(ValueError, match=r"train_counts: expected shape \(2,\).*got \(3,\)"):
+    with pytest.raises(ValueError, match=r"train_counts must have shape \(2,\), one count per class; got \(3,\)"):
         shot_accuracy(acc, [10, 20, 30])
-    with pytest.raises(ValueError, match="few_threshold=50, many_threshold=10"):
+    with pytest.raises(ValueError, match="few_threshold must be <= many_threshold=10; got few_threshold=50"):
         shot_accuracy(acc, [10, 20], many_threshold=10, few_threshold=50)
-    with pytest.raises(ValueError, match="non-negative"):
+    with pytest.raises(ValueError, match="many_threshold must be a number; got NaN"):
+        shot_groups([10, 20], many_threshold=float("nan"))
+    with pytest.raises(ValueError, match="train_counts must be non-negative; got -1 for class 0"):
         shot_accuracy(acc, [-1, 20])
+    with pytest.raises(TypeError, match="train_counts must hold whole numbers"):
+        shot_groups([10, 2.5])
     with pytest.raises(TypeError, match="pass targets="):
         shot_accuracy(torch.tensor([0, 1]), [10, 20])
-    with pytest.raises(ValueError, match=r"confusion: expected a square"):
+    with pytest.raises(ValueError, match="num_classes must be None without targets="):
+        shot_accuracy(acc, [10, 20], num_classes=2)
+    with pytest.raises(ValueError, match=r"confusion must be a square \(C, C\) matrix with C >= 1; got shape \(2, 3\)"):
         report_from_confusion(torch.zeros(2, 3, dtype=torch.long))
+    with pytest.raises(TypeError, match="confusion must hold integer counts; got dtype torch.float32"):
+        report_from_confusion(torch.eye(2))
+    with pytest.raises(ValueError, match="confusion must be non-negative counts; got minimum -1"):
+        report_from_confusion([[1, -1], [0, 1]])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -97,9 +97,9 @@ def test_resnet32_on_grey_28x28() -> None:
 
 
 def test_wrong_input_channels_message() -> None:
-    with pytest.raises(ValueError, match=r"expected input \(N, 1, H, W\), got \(2, 3, 28, 28\)"):
+    with pytest.raises(ValueError, match=r"input must have shape \(N, 1, H, W\); got \(2, 3, 28, 28\)"):
         SmallCNN()(torch.randn(2, 3, 28, 28))
-    with pytest.raises(ValueError, match=r"expected input \(N, 3, H, W\), got \(3, 32, 32\)"):
+    with pytest.raises(ValueError, match=r"input must have shape \(N, 3, H, W\); got \(3, 32, 32\)"):
         resnet32()(torch.randn(3, 32, 32))
 
 
@@ -147,10 +147,34 @@ def test_normed_linear_gradients_flow() -> None:
 
 
 def test_normed_linear_bad_args() -> None:
-    with pytest.raises(ValueError, match="in_features must be a positive int, got 0"):
+    with pytest.raises(ValueError, match="in_features must be an integer >= 1; got 0"):
         NormedLinear(0, 3)
-    with pytest.raises(ValueError, match="scale must be > 0, got -1"):
+    with pytest.raises(TypeError, match="out_features must be an integer; got float 3.0"):
+        NormedLinear(3, 3.0)
+    with pytest.raises(ValueError, match=r"scale must be in \(0, inf\]; got -1.0"):
         NormedLinear(3, 3, scale=-1.0)
+    with pytest.raises(ValueError, match="scale must be finite; got inf"):
+        NormedLinear(3, 3, scale=float("inf"))
+
+
+def test_small_cnn_bad_dropout() -> None:
+    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\); got 1.5"):
+        SmallCNN(dropout=1.5)
+    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\); got 1.0"):
+        SmallCNN(dropout=1.0)
+    with pytest.raises(TypeError, match="dropout must be a real number; got str '0.1'"):
+        SmallCNN(dropout="0.1")
+
+
+def test_cifar_resnet_bad_stages() -> None:
+    with pytest.raises(ValueError, match=r"num_blocks and widths must have 3 stages each; got num_blocks=\[1, 1\]"):
+        CifarResNet(num_blocks=(1, 1))
+    with pytest.raises(ValueError, match=r"num_blocks\[1\] must be an integer >= 1; got 0"):
+        CifarResNet(num_blocks=(1, 0, 1))
+    with pytest.raises(TypeError, match=r"widths\[2\] must be an integer; got float 64.0"):
+        CifarResNet(widths=(16, 32, 64.0))
+    with pytest.raises(ValueError, match=r"widths must be non-decreasing \(option-A shortcuts\); got \[32, 16, 64\]"):
+        CifarResNet(widths=(32, 16, 64))
 
 
 def test_option_a_shortcut_is_subsample_plus_zero_channels() -> None:
@@ -207,17 +231,49 @@ def test_build_model_registry() -> None:
 
 
 def test_build_model_unknown_name_lists_known() -> None:
-    with pytest.raises(ValueError, match=r"unknown model 'resnet18'.*'resnet32'.*'small_cnn'"):
+    with pytest.raises(ValueError, match=r"model must be one of 'resnet20', .*'resnet32'.*'small_cnn'; got 'resnet18'"):
         build_model("resnet18", 10, 3)
 
 
 def test_build_model_bad_sizes() -> None:
-    with pytest.raises(ValueError, match="num_classes must be a positive int, got 0"):
+    with pytest.raises(ValueError, match="num_classes must be an integer >= 1; got 0"):
         build_model("resnet32", 0, 3)
-    with pytest.raises(ValueError, match="in_channels must be a positive int, got True"):
+    with pytest.raises(TypeError, match="in_channels must be an integer; got bool True"):
         build_model("small_cnn", 10, True)
     with pytest.raises(TypeError):
         build_model("small_cnn", 10, 1, depth=3)
+
+
+_SIZE_ARGS = [
+    (SmallCNN, "num_classes"),
+    (SmallCNN, "in_channels"),
+    (SmallCNN, "width"),
+    (resnet32, "num_classes"),
+    (resnet32, "in_channels"),
+    (CifarResNet, "num_classes"),
+    (CifarResNet, "in_channels"),
+]
+_BAD_SIZES = [
+    (True, TypeError, "must be an integer; got bool True"),
+    (2.0, TypeError, "must be an integer; got float 2.0"),
+    (0, ValueError, "must be an integer >= 1; got 0"),
+]
+
+
+@pytest.mark.parametrize(("value", "exc", "message"), _BAD_SIZES, ids=["bool", "float", "zero"])
+@pytest.mark.parametrize(("build", "arg"), _SIZE_ARGS, ids=[f"{b.__name__}-{a}" for b, a in _SIZE_ARGS])
+def test_bad_size_arguments(build, arg: str, value: object, exc: type[Exception], message: str) -> None:  # noqa: ANN001
+    with pytest.raises(exc, match=f"^{arg} {message}$"):
+        build(**{arg: value})
+
+
+@pytest.mark.parametrize(("value", "exc", "message"), _BAD_SIZES, ids=["bool", "float", "zero"])
+@pytest.mark.parametrize("arg", ["num_classes", "in_channels"])
+@pytest.mark.parametrize("name", ["small_cnn", "resnet32"])
+def test_build_model_bad_size_arguments(name: str, arg: str, value: object, exc: type[Exception], message: str) -> None:
+    sizes = {"num_classes": 10, "in_channels": 3} | {arg: value}
+    with pytest.raises(exc, match=f"^{arg} {message}$"):
+        build_model(name, **sizes)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -51,12 +51,6 @@ def test_weights_are_buffers_that_follow_to_and_state_dict():
     assert torch.equal(restored(z, y), ClassBalancedLoss(COUNTS, beta=0.99)(z, y))
 
 
-def test_focal_weight_buffer_optional_and_saved():
-    assert "weight" not in FocalLoss().state_dict()
-    sd = FocalLoss(weight=[1.0, 2.0]).state_dict()
-    assert sd["weight"].tolist() == [1.0, 2.0]
-
-
 def test_from_labels_counts_the_training_set():
     labels = torch.tensor([0] * 50 + [1] * 5 + [2] * 1)
     criterion = ClassBalancedLoss.from_labels(labels, 3, beta=0.9)
@@ -92,14 +86,8 @@ def test_repr_and_constructor_errors():
         FocalLoss(reduction="avg")
     with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\]; got 1.5"):
         SigmoidFocalLoss(alpha=1.5)
-    with pytest.raises(ValueError, match="weight must be a 1-D float tensor"):
+    with pytest.raises(ValueError, match=r"weight must be 1-D \(one value per class\); got shape \(1, 1\)"):
         FocalLoss(weight=[[1.0]])
-
-
-def test_weight_on_other_device_than_input_is_rejected():
-    criterion = ClassBalancedLoss(COUNTS).to("meta")
-    with pytest.raises(ValueError, match="weight must be on the input's device cpu; got meta"):
-        criterion(torch.randn(2, 5), torch.tensor([0, 1]))
 
 
 def test_cross_entropy_equivalence_of_module_at_beta_zero():

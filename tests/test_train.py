@@ -56,7 +56,7 @@ def synthetic_data():
 def test_two_epochs_with_every_loss(loss, synthetic_data, tmp_path):
     extra = {"val_per_class": 0}
     data = synthetic_data
-    if loss.startswith("cdb"):
+    if LOSSES[loss].needs_validation:
         extra = {"val_per_class": 10}
         data = None
     config = TrainConfig(**FAST, loss=loss, gamma=1.0, **extra)
@@ -67,7 +67,7 @@ def test_two_epochs_with_every_loss(loss, synthetic_data, tmp_path):
     assert 0.0 <= result["final"]["accuracy"] <= 1.0
     saved = json.loads((tmp_path / "result.json").read_text())
     assert saved["config"]["loss"] == loss and saved["train_counts"] == result["train_counts"]
-    if loss.startswith("cdb"):
+    if LOSSES[loss].after_validation is not None:  # CDB: the weights of the next epoch, from validation
         weights = saved["history"][-1]["cdb_weights"]
         assert len(weights) == 10 and sum(weights) == pytest.approx(10.0, rel=1e-5)
 
@@ -79,16 +79,6 @@ def test_deferred_reweighting_switches_weights_at_its_epoch(synthetic_data, tmp_
     from longtail import class_balanced_weights
 
     torch.testing.assert_close(state["criterion"]["weight"], class_balanced_weights(synthetic_data.counts, 0.9999))
-
-
-def test_sigmoid_losses_start_from_the_prior_bias(tmp_path):
-    from longtail.train.trainer import build_network, parameter_groups
-
-    config = TrainConfig(**FAST, loss="cb_focal")
-    model = build_network(config, 10, 1)
-    assert model.fc.bias.tolist() == pytest.approx([-math.log(9)] * 10, rel=1e-6)
-    groups = parameter_groups(model, config)
-    assert groups[1]["weight_decay"] == 0.0 and groups[1]["params"][0] is model.fc.bias
 
 
 def test_result_file_contents(synthetic_data, tmp_path):
@@ -205,9 +195,30 @@ def test_amp_option_keeps_the_cpu_path_working(synthetic_data, tmp_path):
 
 
 def test_download_option_reaches_the_fashion_mnist_loader(monkeypatch):
-    from longtail.train import data as train_data
+    from longtail.data import registry
 
     calls = []
-    monkeypatch.setattr(train_data, "load_fashion_mnist", lambda d, train, download: calls.append((d, train, download)))
-    train_data.load_dataset("fashion_mnist", "/somewhere", train=False, download=True)
+    monkeypatch.setattr(registry, "load_fashion_mnist", lambda d, train, download: calls.append((d, train, download)))
+    registry.load_dataset("fashion_mnist", "/somewhere", train=False, download=True)
     assert calls == [("/somewhere", False, True)]
+
+
+def test_build_run_and_train_one_epoch_are_the_trainer(synthetic_data, tmp_path):
+    # A user's own loop over build_run / train_one_epoch reproduces train() exactly.
+    from longtail.train import build_run, test_report, train_one_epoch
+
+    config = TrainConfig(**FAST, loss="cb_focal", drw_epoch=None)
+    result = train(config, tmp_path, verbose=0, data=synthetic_data)
+    run = build_run(config, synthetic_data)
+    assert [train_one_epoch(run, epoch) for epoch in range(config.epochs)] == [h["train_loss"] for h in result["history"]]
+    assert test_report(run)["per_class_accuracy"] == result["final"]["per_class_accuracy"]
+
+
+def test_deferred_reweighting_of_a_focal_loss_keeps_its_weight_with_the_loss(synthetic_data, tmp_path):
+    config = TrainConfig(**{**FAST, "epochs": 2}, loss="focal", drw_epoch=1)
+    result = train(config, tmp_path, verbose=0, data=synthetic_data)
+    assert math.isfinite(result["history"][-1]["train_loss"])
+    from longtail import class_balanced_weights
+
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    torch.testing.assert_close(state["criterion"]["weight"], class_balanced_weights(synthetic_data.counts, 0.9999))

@@ -52,14 +52,14 @@ def cells() -> list[Cell]:
         for beta in BETAS:
             grid.append(Cell(f"{family}_b{beta:g}", family, dict(loss=loss, beta=beta, gamma=gamma), beta=beta))
     grid += [
-        Cell("cdb_tau1.5", "cdb", dict(loss="cdb", tau=1.5)),
-        Cell("cdb_dynamic", "cdb", dict(loss="cdb", tau="dynamic")),
-        Cell("cdb_tau0.5", "cdb", dict(loss="cdb", tau=0.5)),
+        Cell("cdb_tau1.5", "cdb", dict(loss="cdb", cdb_tau=1.5)),
+        Cell("cdb_dynamic", "cdb", dict(loss="cdb", cdb_tau="dynamic")),
+        Cell("cdb_tau0.5", "cdb", dict(loss="cdb", cdb_tau=0.5)),
         # Not in the paper: a minimum difficulty keeps classes that reach 100% validation accuracy in the loss.
-        Cell("cdb_tau1.5_floor0.1", "cdb_extension", dict(loss="cdb", tau=1.5, cdb_floor=0.1)),
+        Cell("cdb_tau1.5_floor0.1", "cdb_extension", dict(loss="cdb", cdb_tau=1.5, cdb_floor=0.1)),
         Cell("ldam_drw", "peer", dict(loss="ldam", drw_epoch=4)),
         Cell("balanced_softmax", "peer", dict(loss="balanced_softmax")),
-        Cell("logit_adjusted_t1.5", "peer", dict(loss="logit_adjusted", tau=1.5)),
+        Cell("logit_adjusted_t1.5", "peer", dict(loss="logit_adjusted", la_tau=1.5)),
     ]
     return grid
 

@@ -2,17 +2,20 @@
 
     .venv/bin/python benchmarks/ops/bench_trainer.py --out docs/benchmarks/ops_trainer.json
 
-The same model (``SmallCNN``, width 16, one initialisation copied to every candidate), the same data (a
-Fashion-MNIST-LT training split held as tensors in memory, or the synthetic set when Fashion-MNIST is not
-installed), batch size and optimizer (SGD, momentum 0.9, Nesterov, weight decay 5e-4). One epoch is one call
-of :func:`longtail.train.trainer.train_one_epoch`, or one pass of the bare loop (``randperm``, index,
-forward, ``F.cross_entropy``, ``zero_grad``, backward, step). Epochs of the candidates are interleaved
+The trainer candidates are the trainer itself: each is a :func:`longtail.train.build_run` of a
+configuration (the model, channels-last, its SGD parameter groups, the loss, the padding) and one
+epoch is one :func:`longtail.train.train_one_epoch` of it. The bare loop gets the same data (a
+Fashion-MNIST-LT training split held as tensors in memory, or the synthetic set when Fashion-MNIST
+is not installed), the same initial weights (copied from the trainer's model), the same channels-last
+model and batches, batch size and optimizer settings, and does only ``randperm``, index, forward,
+``F.cross_entropy``, ``zero_grad``, backward, step. Epochs of the candidates are interleaved
 round-robin in shuffled order; the ratio of throughputs is taken within each round.
 
 Candidates: the trainer with ``loss="ce"`` and augmentation off (like for like with the bare loop), the
 trainer with its default augmentation (pad-and-crop + flip on the batch), the trainer with the
 class-balanced focal loss (``cb_focal``), for the cost of the loss inside a training step, and the bare
-loop with channels-last batches (the augmented batches happen to have channels-last strides).
+loop with batches copied into channels-last strides (one channel: ``.contiguous(channels_last)`` keeps
+NCHW strides, which select other convolution kernels).
 """
 
 from __future__ import annotations
@@ -31,10 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import default_device, interleaved_times, machine, quantiles
 
-from longtail.train.config import TrainConfig
-from longtail.train.data import prepare_data
-from longtail.train.losses import build_loss
-from longtail.train.trainer import build_network, parameter_groups, train_one_epoch
+from longtail.train import TrainConfig, build_run, prepare_data, train_one_epoch
 
 
 def _load(n_max: int, device: torch.device) -> tuple[Any, str]:
@@ -49,7 +49,7 @@ def _load(n_max: int, device: torch.device) -> tuple[Any, str]:
 
 
 def bare_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, labels: torch.Tensor,
-               batch_size: int, generator: torch.Generator, channels_last: bool = False) -> None:
+               batch_size: int, generator: torch.Generator, force_channels_last: bool = False) -> None:
     model.train()
     order = torch.randperm(len(labels), generator=generator, device=images.device)
     for start in range(0, len(labels), batch_size):
@@ -57,8 +57,10 @@ def bare_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, images:
         if len(idx) < 2:
             break
         batch = images[idx]
-        if channels_last:  # strides (HWC, 1, WC, C): with one channel, .contiguous(channels_last) keeps NCHW's
+        if force_channels_last:  # strides (HWC, 1, WC, C): with one channel, .contiguous(channels_last) keeps NCHW's
             batch = torch.empty_like(batch, memory_format=torch.channels_last).copy_(batch)
+        else:  # what the trainer does
+            batch = batch.contiguous(memory_format=torch.channels_last)
         loss = F.cross_entropy(model(batch), labels[idx])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -89,41 +91,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "trainer (ce, augmentation)": TrainConfig(**{**base.to_dict(), "augment": True}),
         "trainer (cb_focal, no augmentation)": TrainConfig(**{**base.to_dict(), "loss": "cb_focal"}),
     }
-    torch.manual_seed(0)
-    init = build_network(base, data.num_classes, data.in_channels).to(device)
+    runs = {name: build_run(config, data, device) for name, config in configs.items()}
+    epochs = dict.fromkeys(runs, 0)
     steps: dict[str, Any] = {}
-    epochs = {"bare": 0}
-    for name, config in configs.items():
-        model = copy.deepcopy(init)
-        criterion = build_loss(config, data.counts).to(device)
-        optimizer = torch.optim.SGD(parameter_groups(model, config), lr=config.lr, momentum=config.momentum,
-                                    nesterov=config.nesterov)
-        pad = 2
-        epochs[name] = 0
-
-        def step(name: str = name, model: Any = model, criterion: Any = criterion, optimizer: Any = optimizer,
-                 config: TrainConfig = config, pad: int = pad) -> None:
-            train_one_epoch(model, criterion, optimizer, data.train, config, epochs[name], device, pad)
+    for name, run in runs.items():
+        def step(name: str = name, run: Any = run) -> None:
+            train_one_epoch(run, epochs[name])
             epochs[name] += 1
 
         steps[name] = step
-    bare_model = copy.deepcopy(init)
-    bare_opt = torch.optim.SGD(bare_model.parameters(), lr=base.lr, momentum=base.momentum, nesterov=base.nesterov,
-                               weight_decay=base.weight_decay)
-    gen = torch.Generator(device=device).manual_seed(0)
-    steps["bare PyTorch loop (F.cross_entropy)"] = lambda: bare_epoch(bare_model, bare_opt, images, labels,
-                                                                      args.batch_size, gen)
-    # The trainer's augmentation returns batches whose strides are also channels-last (one channel), which
-    # selects other convolution kernels: this candidate isolates that effect in the bare loop.
-    cl_model = copy.deepcopy(init)
-    cl_opt = torch.optim.SGD(cl_model.parameters(), lr=base.lr, momentum=base.momentum, nesterov=base.nesterov,
-                             weight_decay=base.weight_decay)
-    cl_gen = torch.Generator(device=device).manual_seed(0)
-    steps["bare loop, channels-last batches"] = lambda: bare_epoch(cl_model, cl_opt, images, labels, args.batch_size,
-                                                                   cl_gen, channels_last=True)
+    bare = "bare PyTorch loop (F.cross_entropy)"
+    reference = runs["trainer (ce, no augmentation)"]
+    for name, force in ((bare, False), ("bare loop, forced channels-last strides", True)):
+        model = copy.deepcopy(reference.model)  # the trainer's initial weights, channels-last
+        optimizer = torch.optim.SGD(model.parameters(), lr=base.lr, momentum=base.momentum, nesterov=base.nesterov,
+                                    weight_decay=base.weight_decay)
+        gen = torch.Generator(device=device).manual_seed(0)
+        steps[name] = (lambda model=model, optimizer=optimizer, gen=gen, force=force:
+                       bare_epoch(model, optimizer, images, labels, args.batch_size, gen, force))
     print(f"[trainer] {dataset}-LT, {n} training images, batch {args.batch_size}, {args.reps} rounds", flush=True)
     times = interleaved_times(steps, reps=args.reps, warmup=args.warmup, device=device)
-    bare = "bare PyTorch loop (F.cross_entropy)"
     # Images actually trained per epoch: full batches of the trainer and the bare loop alike (both skip a
     # final batch of fewer than 2 images).
     per_epoch = n - (n % args.batch_size if n % args.batch_size < 2 else 0)

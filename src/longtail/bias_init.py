@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+import numbers
 from typing import Any
 
 import torch
@@ -35,31 +35,30 @@ def init_prior_bias(linear_or_bias: nn.Linear | torch.Tensor, prior: Any = None)
     """
     bias = linear_or_bias if isinstance(linear_or_bias, torch.Tensor) else getattr(linear_or_bias, "bias", None)
     if bias is None:
-        raise ValueError(f"{type(linear_or_bias).__name__} has no bias to initialise (was it built with bias=False?)")
+        raise ValueError(
+            "linear_or_bias must be a module with a bias or a bias tensor; "
+            f"got a {type(linear_or_bias).__name__} that has no bias (was it built with bias=False?)"
+        )
     if bias.dim() != 1:
-        raise ValueError(f"the bias must be 1-D (one value per class); got shape {tuple(bias.shape)}")
+        raise ValueError(f"bias must be 1-D (one value per class); got shape {tuple(bias.shape)}")
     num_classes = bias.numel()
     if prior is None:
         if num_classes < 2:
-            raise ValueError(f"the default prior 1/C needs at least 2 classes; got C={num_classes}")
+            raise ValueError(
+                "prior must be given for a bias with fewer than 2 classes (the default 1/C needs C >= 2); "
+                f"got prior=None with C={num_classes}"
+            )
         priors = torch.full((num_classes,), 1.0 / num_classes, dtype=torch.float64)
-    elif isinstance(prior, (int, float)) and not isinstance(prior, bool):
-        value = check_real("prior", prior)
-        if not 0.0 < value < 1.0:
-            raise ValueError(f"prior must be in (0, 1); got {value!r}")
+    elif isinstance(prior, numbers.Real) and not isinstance(prior, bool):
+        value = check_real("prior", prior, low=0.0, high=1.0, low_open=True, high_open=True)
         priors = torch.full((num_classes,), value, dtype=torch.float64)
     else:
         priors = as_counts(prior, name="prior")
         if priors.numel() != num_classes:
-            raise ValueError(f"prior must have one value per class ({num_classes}); got {priors.numel()}")
+            raise ValueError(f"prior must have one value per class ({num_classes}); got {priors.numel()} values")
         if bool((priors <= 0).any()) or bool((priors >= 1).any()):
-            raise ValueError(f"every prior must be in (0, 1); got {priors.tolist()}")
+            raise ValueError(f"prior must be in (0, 1) for every class; got {priors.tolist()}")
     values = torch.log(priors) - torch.log1p(-priors)
     with torch.no_grad():
         bias.copy_(values.to(dtype=bias.dtype, device=bias.device))
     return bias
-
-
-def prior_bias_value(num_classes: int) -> float:
-    """The paper's scalar initial bias ``-log(C - 1)``."""
-    return -math.log(num_classes - 1)

@@ -14,7 +14,10 @@ weights: ``loss="softmax"`` (CDB-CE) or ``loss="softmax_focal"`` (CDB-Focal, sof
 
 This module holds the pieces: :func:`dynamic_tau`, :func:`cdb_weights`, :class:`ClassDifficulty`
 (per-class correct/total counts from validation batches, summed over processes under data
-parallelism), and :class:`TrainingDifficultyEMA`, an extension that is **not in the paper**.
+parallelism: a :class:`longtail.metrics.ConfusionMeter`, so the metrics' counter), and
+:class:`TrainingDifficultyEMA`, an extension that is **not in the paper**. ``tau`` and the
+accuracies are checked by :func:`longtail.checks.check_tau` and
+:func:`longtail.checks.as_class_accuracy`.
 
 A typical epoch loop::
 
@@ -34,16 +37,24 @@ A typical epoch loop::
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from .checks import as_real_vector, check_label_values, check_real
+from .checks import (
+    DYNAMIC,
+    as_class_accuracy,
+    as_real_vector,
+    check_ignore_index,
+    check_num_classes,
+    check_real,
+    check_tau,
+)
+from .confusion import all_reduce_sum, confusion_counts
+from .metrics import ConfusionMeter
 
-DYNAMIC = "dynamic"
 # The paper's (and the ImageNet code's) constant in b = max A / (min A + 0.01) - 1.
 _DYNAMIC_EPS = 0.01
 
@@ -52,79 +63,8 @@ __all__ = [
     "DifficultySource",
     "TrainingDifficultyEMA",
     "cdb_weights",
-    "check_tau",
     "dynamic_tau",
 ]
-
-
-# --- argument checks -----------------------------------------------------------------------------
-
-
-def _as_accuracy(class_accuracy: Any, *, allow_missing: bool, num_classes: int | None = None) -> torch.Tensor:
-    """Per-class accuracies in [0, 1] as float64 (C,); NaN marks a class with no validation sample."""
-    acc = as_real_vector(class_accuracy, "class_accuracy")
-    if num_classes is not None and acc.numel() != num_classes:
-        raise ValueError(
-            f"class_accuracy must have {num_classes} values, one per class; got {acc.numel()}"
-        )
-    measured = ~torch.isnan(acc)
-    out_of_range = measured & ((acc < 0) | (acc > 1))
-    if bool(out_of_range.any()):
-        index = int(torch.nonzero(out_of_range)[0])
-        raise ValueError(
-            f"class_accuracy must be in [0, 1] for every class; got {float(acc[index])!r} for class {index}"
-        )
-    if not bool(measured.any()):
-        raise ValueError(
-            "class_accuracy must have at least one measured class; got NaN for every class "
-            "(was the ClassDifficulty updated with any validation batch?)"
-        )
-    if not allow_missing and not bool(measured.all()):
-        missing = torch.nonzero(~measured).flatten().tolist()
-        raise ValueError(
-            f"class_accuracy must be a number for every class; got NaN for classes {missing} (a class "
-            "absent from the validation data has no accuracy: pass previous=<current weights> to keep "
-            "its weight)"
-        )
-    return acc
-
-
-def check_tau(tau: Any) -> float | str:
-    """``tau`` as a positive finite float, or the string ``"dynamic"``."""
-    if isinstance(tau, str):
-        if tau == DYNAMIC:
-            return tau
-        raise ValueError(f"tau must be a positive number or 'dynamic'; got {tau!r}")
-    try:
-        value = check_real("tau", tau)
-    except TypeError as exc:
-        raise TypeError(f"tau must be a positive number or 'dynamic'; got {type(tau).__name__} {tau!r}") from exc
-    except ValueError as exc:  # NaN
-        raise ValueError(f"tau must be a positive number or 'dynamic'; got {tau!r}") from exc
-    if not (0.0 < value < math.inf):
-        raise ValueError(f"tau must be a positive finite number or 'dynamic'; got {value!r}")
-    return value
-
-
-def _check_num_classes(num_classes: Any) -> int:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral):
-        raise TypeError(f"num_classes must be an int; got {type(num_classes).__name__} {num_classes!r}")
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be at least 1; got {num_classes}")
-    return int(num_classes)
-
-
-def _check_ignore_index(ignore_index: Any) -> int:
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
-        raise TypeError(f"ignore_index must be an int; got {type(ignore_index).__name__} {ignore_index!r}")
-    return int(ignore_index)
-
-
-def _check_momentum(momentum: Any) -> float:
-    value = check_real("momentum", momentum, low=0.0, high=1.0)
-    if value == 1.0:
-        raise ValueError("momentum must be in [0, 1) (1 would never take in a new batch); got 1.0")
-    return value
 
 
 # --- tau and weights -----------------------------------------------------------------------------
@@ -158,7 +98,7 @@ def dynamic_tau(class_accuracy: Any) -> float:
         >>> round(dynamic_tau([0.5, 0.5]), 6)
         0.990196
     """
-    acc = _as_accuracy(class_accuracy, allow_missing=True)
+    acc = as_class_accuracy(class_accuracy, allow_missing=True)
     measured = acc[~torch.isnan(acc)]
     high, low = float(measured.max()), float(measured.min())
     b = high / (low + _DYNAMIC_EPS) - 1.0
@@ -225,7 +165,7 @@ def cdb_weights(
     """
     tau = check_tau(tau)
     floor = check_real("floor", floor, low=0.0, high=1.0)
-    acc = _as_accuracy(class_accuracy, allow_missing=previous is not None)
+    acc = as_class_accuracy(class_accuracy, allow_missing=previous is not None)
     num_classes = acc.numel()
     measured = ~torch.isnan(acc)
     if tau == DYNAMIC:
@@ -252,77 +192,6 @@ def cdb_weights(
 # --- per-class accuracy --------------------------------------------------------------------------
 
 
-def _predicted_labels(preds: Any, targets: Any, num_classes: int) -> torch.Tensor:
-    """Predicted labels with the targets' shape, from logits (argmax over dim 1) or labels."""
-    if not isinstance(preds, torch.Tensor):
-        raise TypeError(f"preds must be a tensor of logits or predicted labels; got {type(preds).__name__}")
-    if not isinstance(targets, torch.Tensor):
-        raise TypeError(f"targets must be a tensor of class indices; got {type(targets).__name__}")
-    if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
-        raise TypeError(f"targets must hold integer class indices; got dtype {targets.dtype}")
-    if targets.dim() < 1:
-        raise ValueError("targets must have shape (N,) or (N, d1, ...); got a 0-d tensor")
-    if preds.device != targets.device:
-        raise ValueError(f"targets must be on the device of preds {preds.device}; got {targets.device}")
-    logits_shape = (targets.shape[0], num_classes) + tuple(targets.shape[1:])
-    if preds.is_floating_point() and preds.dim() == targets.dim() + 1:
-        if tuple(preds.shape) != logits_shape:
-            raise ValueError(
-                f"logits for targets of shape {tuple(targets.shape)} must have shape {logits_shape}; "
-                f"got {tuple(preds.shape)}"
-            )
-        return preds.detach().argmax(1)
-    if tuple(preds.shape) != tuple(targets.shape):
-        raise ValueError(
-            f"preds must be logits of shape {logits_shape} or predicted labels of the targets' shape "
-            f"{tuple(targets.shape)}; got {tuple(preds.shape)}"
-        )
-    if preds.is_floating_point() or preds.is_complex() or preds.dtype == torch.bool:
-        raise TypeError(f"predicted labels must be integers; got dtype {preds.dtype}")
-    if preds.numel() and bool(((preds < 0) | (preds >= num_classes)).any()):
-        bad = preds[(preds < 0) | (preds >= num_classes)]
-        raise ValueError(f"predicted labels must be in [0, {num_classes - 1}]; got label {int(bad[0])}")
-    return preds.detach()
-
-
-def _batch_counts(
-    preds: Any, targets: Any, num_classes: int, ignore_index: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-class (correct, total) int64 counts of one batch, on the batch's device."""
-    predicted = _predicted_labels(preds, targets, num_classes)
-    check_label_values(targets, num_classes, ignore_index)
-    valid = (targets != ignore_index).reshape(-1)
-    target = targets.reshape(-1).long()
-    # Ignored positions are sent to class 0 with a count of 0, so no boolean indexing (no sync).
-    index = torch.where(valid, target, torch.zeros_like(target))
-    hit = valid & (predicted.reshape(-1).long() == target)
-    zeros = torch.zeros(num_classes, dtype=torch.int64, device=targets.device)
-    total = zeros.index_add(0, index, valid.long())
-    correct = zeros.index_add(0, index, hit.long())
-    return correct, total
-
-
-def _ratio(correct: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
-    """correct / total in float64, NaN where total is 0 (a class with nothing measured)."""
-    correct, total = correct.to(torch.float64), total.to(torch.float64)
-    has = total > 0
-    return torch.where(has, correct / torch.where(has, total, torch.ones_like(total)), torch.full_like(total, math.nan))
-
-
-def _distributed_ready() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
-def _all_reduce_sum(tensor: torch.Tensor, group: Any) -> torch.Tensor:
-    """Sums ``tensor`` over the processes of ``group`` and returns the result on its device."""
-    work = tensor
-    # NCCL only reduces CUDA tensors; counts kept on the CPU travel through the current GPU.
-    if work.device.type == "cpu" and dist.get_backend(group) == "nccl":
-        work = work.to(torch.device("cuda", torch.cuda.current_device()))
-    dist.all_reduce(work, op=dist.ReduceOp.SUM, group=group)
-    return work.to(tensor.device)
-
-
 @runtime_checkable
 class DifficultySource(Protocol):
     """Anything :meth:`longtail.losses.CDBLoss.update_from` accepts: an object with ``accuracy()``."""
@@ -330,46 +199,14 @@ class DifficultySource(Protocol):
     def accuracy(self) -> torch.Tensor: ...
 
 
-class _PerClassCounts(nn.Module):
-    """Per-class ``correct`` / ``total`` buffers and what follows from them (shared by the two counters)."""
-
-    correct: torch.Tensor
-    total: torch.Tensor
-
-    def __init__(self, num_classes: int, ignore_index: int, dtype: torch.dtype) -> None:
-        super().__init__()
-        self.num_classes = _check_num_classes(num_classes)
-        self.ignore_index = _check_ignore_index(ignore_index)
-        self.register_buffer("correct", torch.zeros(self.num_classes, dtype=dtype))
-        self.register_buffer("total", torch.zeros(self.num_classes, dtype=dtype))
-
-    def update(self, preds: torch.Tensor, targets: torch.Tensor) -> None:
-        raise NotImplementedError
-
-    def forward(self, preds: torch.Tensor, targets: torch.Tensor) -> None:
-        """Same as :meth:`update` (so the module can be called like a metric)."""
-        self.update(preds, targets)
-
-    def accuracy(self) -> torch.Tensor:
-        """Per-class accuracy ``(C,)`` in float64; NaN for a class with no (non-ignored) sample."""
-        return _ratio(self.correct, self.total)
-
-    def difficulty(self) -> torch.Tensor:
-        """``1 - accuracy()``, ``(C,)`` float64, NaN where a class has no sample."""
-        return 1.0 - self.accuracy()
-
-    def reset(self) -> None:
-        """Zeroes the counts."""
-        self.correct.zero_()
-        self.total.zero_()
-
-
-class ClassDifficulty(_PerClassCounts):
+class ClassDifficulty(ConfusionMeter):
     r"""Per-class top-1 accuracy :math:`A_c = \mathrm{correct}_c / \mathrm{total}_c` over validation batches.
 
-    Counts are exact int64 buffers ``correct`` and ``total`` of shape ``(C,)``: they follow
-    ``.to(device)`` (keep them on the model's device to avoid a copy per batch) and ``state_dict``.
-    The difficulty of the CDB loss is ``1 - A_c``.
+    A :class:`longtail.metrics.ConfusionMeter` (the library's one per-class counter) without
+    top-k, plus :meth:`difficulty`. The counts are the exact int64 buffer ``confusion`` ``(C, C)``:
+    it follows ``.to(device)`` (keep it on the model's device to avoid a copy per batch) and
+    ``state_dict``. ``correct`` (its diagonal) and ``total`` (its row sums) are ``(C,)`` int64, and
+    the difficulty of the CDB loss is ``1 - A_c``.
 
     Args:
         num_classes: ``C``.
@@ -391,46 +228,20 @@ class ClassDifficulty(_PerClassCounts):
         tensor([1.0000, 0.3333,    nan], dtype=torch.float64)
     """
 
-    correct: torch.Tensor
-    total: torch.Tensor
-
     def __init__(self, num_classes: int, ignore_index: int = -100) -> None:
-        super().__init__(num_classes, ignore_index, torch.int64)
+        super().__init__(num_classes, ignore_index=ignore_index)
 
-    @torch.no_grad()
-    def update(self, preds: torch.Tensor, targets: torch.Tensor) -> None:
-        """Adds one batch's per-class correct and total counts."""
-        correct, total = _batch_counts(preds, targets, self.num_classes, self.ignore_index)
-        self.correct += correct.to(self.correct.device)
-        self.total += total.to(self.total.device)
-
-    @torch.no_grad()
-    def all_reduce(self, group: Any = None) -> ClassDifficulty:
-        """Sums the counts over the processes of ``group`` when ``torch.distributed`` is initialised.
-
-        A no-op in a single process. Every process must call it (it is a collective), once per
-        evaluation pass, after its last :meth:`update`: calling it twice would count the other
-        processes' samples twice. Afterwards every process holds the pooled counts, so every
-        process computes the same accuracies and the same CDB weights.
-
-        Returns:
-            ``self``, to chain ``criterion.update_from(difficulty.all_reduce())``.
-        """
-        if _distributed_ready():
-            summed = _all_reduce_sum(torch.stack([self.correct, self.total]), group)
-            self.correct.copy_(summed[0])
-            self.total.copy_(summed[1])
-        return self
-
-    def extra_repr(self) -> str:
-        return f"num_classes={self.num_classes}, ignore_index={self.ignore_index}"
+    def difficulty(self) -> torch.Tensor:
+        """``1 - accuracy()``, ``(C,)`` float64 on the CPU, NaN where a class has no sample."""
+        return 1.0 - self.accuracy()
 
 
-class TrainingDifficultyEMA(_PerClassCounts):
+class TrainingDifficultyEMA(nn.Module):
     r"""Extension, **not in the CDB paper**: per-class accuracy from the training batches, smoothed.
 
     For users without a validation split. After each batch ``k`` with per-class counts
-    ``correct_k`` and ``total_k``:
+    ``correct_k`` and ``total_k`` (the diagonal and the row sums of the batch's
+    :func:`longtail.confusion.confusion_counts`):
 
     .. math::
         S^{\mathrm{correct}} \leftarrow m\,S^{\mathrm{correct}} + \mathrm{correct}_k, \quad
@@ -440,7 +251,8 @@ class TrainingDifficultyEMA(_PerClassCounts):
     an exponential moving average of each class's accuracy with momentum ``m``, weighted by how many
     samples of the class each batch held, and free of start-up bias (the ratio of two discounted
     sums needs no correction). A class never seen (or not seen for so long that its discounted count
-    underflowed) has accuracy NaN, so :class:`longtail.losses.CDBLoss` keeps its weight.
+    underflowed) has accuracy NaN, so :class:`longtail.losses.CDBLoss` keeps its weight. The sums are
+    float64 buffers ``correct`` and ``total`` ``(C,)``.
 
     Caveats, and why the paper uses a held-out split: training accuracy is measured on samples the
     model has already fit, usually in train mode with augmentation. Tail classes are memorised
@@ -468,16 +280,37 @@ class TrainingDifficultyEMA(_PerClassCounts):
     total: torch.Tensor
 
     def __init__(self, num_classes: int, momentum: float = 0.99, ignore_index: int = -100) -> None:
-        momentum = _check_momentum(momentum)
-        super().__init__(num_classes, ignore_index, torch.float64)
-        self.momentum = momentum
+        super().__init__()
+        self.momentum = check_real("momentum", momentum, low=0.0, high=1.0, high_open=True)
+        self.num_classes = check_num_classes(num_classes)
+        self.ignore_index = check_ignore_index(ignore_index)
+        self.register_buffer("correct", torch.zeros(self.num_classes, dtype=torch.float64))
+        self.register_buffer("total", torch.zeros(self.num_classes, dtype=torch.float64))
 
     @torch.no_grad()
-    def update(self, preds: torch.Tensor, targets: torch.Tensor) -> None:
+    def update(self, preds: Any, targets: Any) -> None:
         """Discounts the running sums by ``momentum`` and adds one batch's per-class counts."""
-        correct, total = _batch_counts(preds, targets, self.num_classes, self.ignore_index)
-        self.correct.mul_(self.momentum).add_(correct.to(self.correct))
-        self.total.mul_(self.momentum).add_(total.to(self.total))
+        counts = confusion_counts(preds, targets, self.num_classes, self.ignore_index)
+        self.correct.mul_(self.momentum).add_(counts.diagonal().to(self.correct))
+        self.total.mul_(self.momentum).add_(counts.sum(dim=1).to(self.total))
+
+    def forward(self, preds: Any, targets: Any) -> None:
+        """Same as :meth:`update` (so the module can be called like a metric)."""
+        self.update(preds, targets)
+
+    def accuracy(self) -> torch.Tensor:
+        """Smoothed per-class accuracy ``(C,)`` float64 on the CPU; NaN for a class with no sample."""
+        # 0 / 0 gives NaN, the "no sample" marker, without a warning.
+        return self.correct.detach().cpu() / self.total.detach().cpu()
+
+    def difficulty(self) -> torch.Tensor:
+        """``1 - accuracy()``, ``(C,)`` float64 on the CPU, NaN where a class has no sample."""
+        return 1.0 - self.accuracy()
+
+    def reset(self) -> None:
+        """Zeroes the running sums."""
+        self.correct.zero_()
+        self.total.zero_()
 
     @torch.no_grad()
     def all_reduce(self, group: Any = None) -> TrainingDifficultyEMA:
@@ -489,9 +322,8 @@ class TrainingDifficultyEMA(_PerClassCounts):
         every process. Taking the mean rather than the sum keeps the state at one process's scale,
         so later local updates and repeated calls stay consistent. A no-op without ``torch.distributed``.
         """
-        if _distributed_ready():
-            world = dist.get_world_size(group)
-            summed = _all_reduce_sum(torch.stack([self.correct, self.total]), group) / world
+        if dist.is_available() and dist.is_initialized():
+            summed = all_reduce_sum(torch.stack([self.correct, self.total]), group) / dist.get_world_size(group)
             self.correct.copy_(summed[0])
             self.total.copy_(summed[1])
         return self

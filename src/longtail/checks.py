@@ -267,3 +267,134 @@ def check_finite_per_class(name: str, values: torch.Tensor, *, non_negative: boo
         bad = torch.nonzero(~ok).flatten().tolist()
         kind = "finite and non-negative" if non_negative else "finite"
         raise ValueError(f"{name} must be {kind}; got {values.detach().cpu().tolist()} (bad classes {bad})")
+
+
+# --- counting, metrics and CDB accuracies ---------------------------------------------------------
+
+
+def as_tensor(value: Any, name: str) -> torch.Tensor:
+    """A tensor (detached, not copied), numpy array or (nested) list / tuple of numbers as a tensor."""
+    if isinstance(value, torch.Tensor):
+        return value.detach()
+    if isinstance(value, (np.ndarray, list, tuple)):
+        try:
+            array = np.asarray(value)
+        except (TypeError, ValueError) as exc:  # ragged nested sequences
+            raise TypeError(
+                f"{name} must be a tensor, numpy array or list of numbers; got a {type(value).__name__} "
+                f"numpy cannot convert ({exc})"
+            ) from exc
+        if array.dtype == object or array.dtype.kind not in "biuf":
+            raise TypeError(f"{name} must hold numbers; got an array of dtype {array.dtype}")
+        return torch.as_tensor(array)
+    raise TypeError(f"{name} must be a tensor, numpy array or list; got {type(value).__name__}")
+
+
+def check_label_range(
+    targets: torch.Tensor, num_classes: int, ignore_index: int | None = None, *, preds: torch.Tensor | None = None
+) -> None:
+    """Target labels in [0, C) (or equal to ``ignore_index`` unless it is None) and, when given, predicted
+    labels ``preds`` (the targets' shape and device) in [0, C); one host sync for both (eager mode only)."""
+    if is_compiling() or targets.numel() == 0:
+        return
+    bad_target = (targets < 0) | (targets >= num_classes)
+    if ignore_index is not None:
+        bad_target = bad_target & (targets != ignore_index)
+    bad = bad_target
+    if preds is not None:
+        bad_pred = (preds < 0) | (preds >= num_classes)
+        bad = bad | bad_pred
+    if not bool(bad.any()):
+        return
+    # The error path only: find which of the two is out of range.
+    if ignore_index is not None:
+        check_label_values(targets, num_classes, ignore_index)
+    elif bool(bad_target.any()):
+        raise ValueError(f"target labels must be in [0, {num_classes - 1}]; got label {int(targets[bad_target][0])}")
+    assert preds is not None
+    raise ValueError(f"predicted labels must be in [0, {num_classes - 1}]; got label {int(preds[bad_pred][0])}")
+
+
+def check_k(value: Any, num_classes: int, name: str = "k") -> int:
+    """A top-k ``k``: an integer in ``[1, num_classes]``."""
+    k = check_int(name, value)
+    if not 1 <= k <= num_classes:
+        raise ValueError(f"{name} must be an integer in [1, {num_classes}] (k <= num_classes); got {k}")
+    return k
+
+
+def check_top_k(top_k: Any, num_classes: int) -> tuple[int, ...]:
+    """Values of k for top-k accuracy (a sequence, possibly empty) as a tuple of ints in ``[1, num_classes]``."""
+    if isinstance(top_k, (str, bytes, torch.Tensor)) or not hasattr(top_k, "__iter__"):
+        raise TypeError(f"top_k must be a sequence of integers (values of k); got {type(top_k).__name__} {top_k!r}")
+    return tuple(check_k(k, num_classes, name=f"top_k[{i}]") for i, k in enumerate(top_k))
+
+
+def check_shot_thresholds(many_threshold: Any, few_threshold: Any) -> tuple[float, float]:
+    """Shot-group thresholds: real numbers with ``few_threshold <= many_threshold``."""
+    many = check_real("many_threshold", many_threshold)
+    few = check_real("few_threshold", few_threshold)
+    if few > many:
+        raise ValueError(
+            f"few_threshold must be <= many_threshold={many_threshold!r}; got few_threshold={few_threshold!r}"
+        )
+    return many, few
+
+
+def as_train_counts(counts: Any, num_classes: int | None = None, name: str = "train_counts") -> torch.Tensor:
+    """Training samples per class (list, numpy array or tensor) as a 1-D int64 CPU tensor of whole,
+    non-negative numbers; of shape ``(num_classes,)`` when given."""
+    tensor = as_real_vector(counts, name)
+    if num_classes is not None and tensor.numel() != num_classes:
+        raise ValueError(f"{name} must have shape ({num_classes},), one count per class; got {tuple(tensor.shape)}")
+    if not bool(torch.isfinite(tensor).all()):
+        raise ValueError(f"{name} must be finite; got {tensor.tolist()}")
+    fractional = tensor != tensor.round()
+    if bool(fractional.any()):
+        index = int(torch.nonzero(fractional)[0])
+        raise TypeError(f"{name} must hold whole numbers (counts); got {float(tensor[index])!r} for class {index}")
+    if bool((tensor < 0).any()):
+        index = int(torch.nonzero(tensor < 0)[0])
+        raise ValueError(f"{name} must be non-negative; got {int(tensor[index])} for class {index}")
+    return tensor.to(torch.int64)
+
+
+def as_confusion_matrix(value: Any, name: str = "confusion") -> torch.Tensor:
+    """A ``(C, C)`` confusion matrix of non-negative integer counts (C >= 1) as an int64 CPU tensor."""
+    matrix = as_tensor(value, name)
+    if matrix.dim() != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] == 0:
+        raise ValueError(f"{name} must be a square (C, C) matrix with C >= 1; got shape {tuple(matrix.shape)}")
+    if matrix.is_floating_point() or matrix.is_complex() or matrix.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integer counts; got dtype {matrix.dtype}")
+    matrix = matrix.to(device="cpu", dtype=torch.int64)
+    if bool((matrix < 0).any()):
+        raise ValueError(f"{name} must be non-negative counts; got minimum {int(matrix.min())}")
+    return matrix
+
+
+def as_class_accuracy(values: Any, *, allow_missing: bool, num_classes: int | None = None) -> torch.Tensor:
+    """Per-class accuracies in [0, 1] as float64 ``(C,)`` on the CPU; NaN marks a class with no validation
+    sample (allowed with ``allow_missing``; at least one class must be measured)."""
+    acc = as_real_vector(values, "class_accuracy")
+    if num_classes is not None and acc.numel() != num_classes:
+        raise ValueError(f"class_accuracy must have {num_classes} values, one per class; got {acc.numel()}")
+    measured = ~torch.isnan(acc)
+    out_of_range = measured & ((acc < 0) | (acc > 1))
+    if bool(out_of_range.any()):
+        index = int(torch.nonzero(out_of_range)[0])
+        raise ValueError(
+            f"class_accuracy must be in [0, 1] for every class; got {float(acc[index])!r} for class {index}"
+        )
+    if not bool(measured.any()):
+        raise ValueError(
+            "class_accuracy must have at least one measured class; got NaN for every class "
+            "(was the ClassDifficulty / ConfusionMeter updated with any validation batch?)"
+        )
+    if not allow_missing and not bool(measured.all()):
+        missing = torch.nonzero(~measured).flatten().tolist()
+        raise ValueError(
+            f"class_accuracy must be a number for every class; got NaN for classes {missing} (a class "
+            "absent from the validation data has no accuracy: pass previous=<current weights> to keep "
+            "its weight)"
+        )
+    return acc

@@ -12,37 +12,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-_HELP = {
-    "dataset": "fashion_mnist (Debian's copy found automatically), mnist, cifar10, cifar100, or synthetic",
-    "data_dir": "folder with the dataset files (else $LONGTAIL_DATA, then /usr/share/datasets/fashion-mnist)",
-    "download": "download Fashion-MNIST (SHA-256 verified) when it is not found",
-    "imbalance": "imbalance factor rho = n_max / n_min (1 keeps the balanced set)",
-    "profile": "exp (exponential, the papers') or step",
-    "n_max": "images kept by the head class (default: all it has)",
-    "val_per_class": "balanced validation images held out per class before the imbalance (CDB needs them)",
-    "subset_seed": "seed of the long-tailed subset draw",
-    "loss": "the loss, see the list below",
-    "beta": "class-balanced beta in [0, 1]",
-    "gamma": "focal gamma >= 0",
-    "tau": "CDB tau (a number or 'dynamic') / logit-adjustment tau",
-    "cdb_floor": "CDB minimum difficulty in [0, 1] (an extension beyond the paper; 0 is the paper)",
-    "drw_epoch": "deferred re-weighting: class-balanced weights from this epoch on (0-based)",
-    "drw_beta": "beta of the deferred re-weighting",
-    "max_margin": "LDAM largest margin",
-    "scale": "LDAM logit scale",
-    "model": "small_cnn (28x28 grey) or resnet20/32/44/56 (CIFAR)",
-    "width": "small_cnn first-stage channels",
-    "milestones": "epochs at which the step schedule multiplies the LR by lr_decay (comma-separated)",
-    "pad": "pad-and-crop padding in pixels (default 2 for 28x28, 4 for 32x32)",
-    "device": "auto, cpu, cuda, cuda:N or mps",
-    "amp": "bfloat16 autocast (CUDA)",
-    "compile": "torch.compile the model",
-    "eval_every": "evaluate the test set every this many epochs (and always after the last)",
-    "many_threshold": "many-shot classes have more training images than this",
-    "few_threshold": "few-shot classes have fewer training images than this",
-}
-
-
 class CliError(Exception):
     """A bad argument: reported as one line, exit status 2."""
 
@@ -53,15 +22,6 @@ def _base_type(annotation: Any) -> Any:
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
         return args[0] if len(args) == 1 else annotation
     return annotation
-
-
-def _tau(text: str) -> float | str:
-    if text == "dynamic":
-        return text
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"tau must be a number or 'dynamic'; got {text!r}") from None
 
 
 def _int_list(text: str) -> list[int]:
@@ -79,6 +39,7 @@ def _float_list(text: str) -> list[float]:
 
 
 def _add_config_arguments(parser: argparse.ArgumentParser, defaults: dict[str, Any] | None = None) -> None:
+    """One option per TrainConfig field, with the help, type and choices declared beside the field."""
     from .train.config import TrainConfig
 
     hints = typing.get_type_hints(TrainConfig)  # the annotations are strings (PEP 563): resolve them
@@ -86,15 +47,19 @@ def _add_config_arguments(parser: argparse.ArgumentParser, defaults: dict[str, A
         default = (defaults or {}).get(f.name, f.default if f.default is not dataclasses.MISSING else f.default_factory())  # type: ignore[misc]
         flag = "--" + f.name.replace("_", "-")
         kind = _base_type(hints[f.name])
-        help_text = _HELP.get(f.name, "")
-        if f.name == "tau":
-            parser.add_argument(flag, type=_tau, default=default, help=help_text)
-        elif f.name == "milestones":
-            parser.add_argument(flag, type=_int_list, default=default, help=help_text)
-        elif kind is bool:
+        help_text = f.metadata["help"]
+        if f.metadata["choices"] is not None:
+            help_text += ": " + ", ".join(f.metadata["choices"]())
+        if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
-        else:
-            parser.add_argument(flag, type=kind, default=default, help=f"{help_text} (default: {default})".strip())
+            continue
+        if f.name == "milestones":
+            kind = _int_list
+        elif kind not in (int, float, str):  # a union such as CDB's tau (number or "dynamic"): the field parses it
+            kind = str
+        parser.add_argument(flag, type=kind, default=default, help=f"{help_text} (default: {default})")
+    # Removed in 0.2 (one meaning per field): refused by TrainConfig with a message that names the new flags.
+    parser.add_argument("--tau", default=None, help=argparse.SUPPRESS)
 
 
 def _config_from(args: argparse.Namespace) -> Any:
@@ -102,9 +67,18 @@ def _config_from(args: argparse.Namespace) -> Any:
 
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
     try:
-        return TrainConfig(**values)
+        return TrainConfig(**values, tau=args.tau)
     except (TypeError, ValueError) as exc:
         raise CliError(str(exc)) from None
+
+
+def _default_out(config: Any) -> Path:
+    """``runs/<dataset>-<loss>[-<field><value> for the fields the loss reads]-rho<imbalance>-seed<seed>``."""
+    from .train.losses import loss_spec
+
+    fields = "".join(f"-{name}{getattr(config, name):g}" if not isinstance(getattr(config, name), str)
+                     else f"-{name}{getattr(config, name)}" for name in loss_spec(config.loss).reads)
+    return Path("runs") / f"{config.dataset}-{config.loss}{fields}-rho{config.imbalance:g}-seed{config.seed}"
 
 
 def _preset_names() -> list[str]:
@@ -116,7 +90,13 @@ def _preset_names() -> list[str]:
 def _loss_list() -> str:
     from .train.losses import LOSSES
 
-    return "losses:\n" + "\n".join(f"  {name:<18} {what}" for name, (what, _) in LOSSES.items())
+    return "losses:\n" + "\n".join(f"  {name:<18} {spec.describe()}" for name, spec in LOSSES.items())
+
+
+def _dataset_names() -> str:
+    from .data.registry import DATASETS
+
+    return ", ".join(DATASETS)
 
 
 def build_parser(train_defaults: dict[str, Any] | None = None) -> argparse.ArgumentParser:
@@ -139,7 +119,8 @@ def build_parser(train_defaults: dict[str, Any] | None = None) -> argparse.Argum
     train.add_argument("--preset", default=None, help="start from a named recipe: " + ", ".join(_preset_names())
                        + " (explicit options override it)")
     _add_config_arguments(train, train_defaults)
-    train.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<dataset>-<loss>-rho<imbalance>-seed<seed>)")
+    train.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<dataset>-<loss>-<the loss's "
+                       "fields>-rho<imbalance>-seed<seed>)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     train.add_argument("--quiet", action="store_true", help="no progress bars: one line per epoch, for logs")
 
@@ -151,10 +132,10 @@ def build_parser(train_defaults: dict[str, Any] | None = None) -> argparse.Argum
     )
     source = weights.add_mutually_exclusive_group(required=True)
     source.add_argument("--counts", type=_float_list, help="per-class training counts, comma-separated")
-    source.add_argument("--dataset", help="a long-tailed dataset to count: fashion_mnist, mnist, cifar10, cifar100")
+    source.add_argument("--dataset", help="a long-tailed dataset to count: " + _dataset_names())
     source.add_argument("--accuracy", type=_float_list, help="per-class validation accuracies (CDB weights)")
     weights.add_argument("--beta", type=_float_list, default=[0.9, 0.99, 0.999, 0.9999], help="betas, comma-separated")
-    weights.add_argument("--tau", type=_tau, default="dynamic", help="CDB tau: a number or 'dynamic'")
+    weights.add_argument("--tau", default="dynamic", help="CDB tau: a positive number or 'dynamic'")
     weights.add_argument("--imbalance", type=float, default=100.0)
     weights.add_argument("--profile", default="exp")
     weights.add_argument("--n-max", type=int, default=None)
@@ -166,7 +147,7 @@ def build_parser(train_defaults: dict[str, Any] | None = None) -> argparse.Argum
         description="Trains softmax cross-entropy and the class-balanced softmax loss on Fashion-MNIST-LT, prints "
         "a side-by-side table (overall, many/medium/few-shot, per class) and writes a per-class plot.",
     )
-    demo.add_argument("--dataset", default="fashion_mnist", help="fashion_mnist (default), mnist, cifar10, cifar100, synthetic")
+    demo.add_argument("--dataset", default="fashion_mnist", help="default fashion_mnist; one of " + _dataset_names())
     demo.add_argument("--n-max", type=int, default=None, help="images of the head class (default: all it has)")
     demo.add_argument("--epochs", type=int, default=8)
     demo.add_argument("--imbalance", type=float, default=100.0)
@@ -186,7 +167,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .train import train
 
     config = _config_from(args)
-    out = args.out or Path("runs") / f"{config.dataset}-{config.loss}-rho{config.imbalance:g}-seed{config.seed}"
+    out = args.out or _default_out(config)
     result = train(config, out, resume=args.resume, verbose=1 if args.quiet else 2)
     final = result["final"]
     print(f"{out}: accuracy {final['accuracy']:.4f}, balanced accuracy {final['balanced_accuracy']:.4f}, "
@@ -201,11 +182,13 @@ def _cmd_weights(args: argparse.Namespace) -> int:
 
     if args.accuracy is not None:
         from .cdb import cdb_weights, dynamic_tau
+        from .checks import DYNAMIC, check_tau
 
         accuracy = torch.tensor(args.accuracy, dtype=torch.float64)
-        weights = cdb_weights(accuracy, tau=args.tau)
-        tau = dynamic_tau(accuracy) if args.tau == "dynamic" else args.tau
-        print(f"CDB weights, tau = {tau:.4f}" + (" (dynamic)" if args.tau == "dynamic" else ""))
+        tau = check_tau(args.tau)
+        weights = cdb_weights(accuracy, tau=tau)
+        print(f"CDB weights, tau = {dynamic_tau(accuracy) if tau == DYNAMIC else tau:.4f}"
+              + (" (dynamic)" if tau == DYNAMIC else ""))
         print(f"{'class':>5} {'accuracy':>9} {'weight':>9}")
         for c, (a, w) in enumerate(zip(accuracy.tolist(), weights.tolist())):
             print(f"{c:>5} {a:>9.4f} {w:>9.4f}")
@@ -213,8 +196,8 @@ def _cmd_weights(args: argparse.Namespace) -> int:
     if args.counts is not None:
         counts = torch.tensor(args.counts, dtype=torch.float64)
     else:
+        from .data.registry import load_dataset
         from .data.subsample import long_tailed_indices
-        from .train.data import load_dataset
 
         labels = load_dataset(args.dataset, args.data_dir, train=True).labels
         counts = long_tailed_indices(labels, args.imbalance, args.profile, n_max=args.n_max).counts.double()

@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .checks import check_ignore_index, check_num_classes
+
 _TARGET_KEYS = ("label", "labels", "target", "targets", "y")
 
 
@@ -52,8 +54,11 @@ def _counts_of_tensor(
                 f"multi-hot targets must have shape (N, {num_classes}); got {tuple(labels.shape)}"
             )
         values = labels.to(torch.float64).reshape(-1, num_classes)
-        if bool((values < 0).any()) or bool((values > 1).any()):
-            raise ValueError("multi-hot targets must hold values in [0, 1]")
+        if values.numel() and (bool((values < 0).any()) or bool((values > 1).any())):
+            raise ValueError(
+                f"multi-hot targets must hold values in [0, 1]; got values in [{float(values.min()):g}, "
+                f"{float(values.max()):g}]"
+            )
         counts = values.sum(0)
         rounded = counts.round()
         # Soft targets give fractional counts; keep them rather than silently rounding.
@@ -97,13 +102,18 @@ def class_counts(
     Returns:
         Tensor of shape ``(C,)``, int64 (float64 for fractional soft-target counts), on the CPU.
 
+    Raises:
+        TypeError: a bool or non-integer ``num_classes`` / ``ignore_index``, non-integer class labels, or
+            ``labels`` of an unsupported type.
+        ValueError: ``num_classes < 1``, labels outside ``[0, C)``, multi-hot targets of the wrong shape or
+            outside ``[0, 1]``, or an empty iterable of batches.
+
     Example:
         >>> class_counts([0, 0, 1, 2, 2, 2, -100], num_classes=4)
         tensor([2, 1, 3, 0])
     """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer; got {num_classes!r}")
-    num_classes = int(num_classes)
+    num_classes = check_num_classes(num_classes)
+    ignore_index = check_ignore_index(ignore_index)
     if isinstance(labels, (torch.Tensor, np.ndarray, numbers.Integral)) or _is_number_sequence(labels):
         return _counts_of_tensor(_as_tensor(labels), num_classes, ignore_index, multi_label)
     if isinstance(labels, (str, bytes)) or not isinstance(labels, Iterable):
@@ -116,5 +126,5 @@ def class_counts(
         counts = _counts_of_tensor(_as_tensor(_batch_targets(batch)), num_classes, ignore_index, multi_label)
         total = counts if total is None else total + counts
     if total is None:
-        raise ValueError("labels is an empty iterable: no batches to count")
+        raise ValueError("labels must hold at least one batch; got an empty iterable")
     return total

@@ -9,9 +9,10 @@ trainer asks for the weight of the coming epoch and hands it to the loss before 
         drw.apply(criterion, epoch)                 # or criterion.set_weight(drw.weight_for_epoch(epoch))
         train_one_epoch(model, criterion, ...)
 
-``apply`` calls the loss's ``set_weight`` when it has one (:class:`longtail.losses.LDAMLoss`) and
-otherwise assigns its ``weight`` attribute (``nn.CrossEntropyLoss``, :class:`longtail.FocalLoss`,
-...). If the loss is compiled, the switch from ``None`` to a tensor recompiles it once.
+``apply`` calls the loss's ``set_weight`` (every weighted loss of this library is a
+:class:`longtail.losses.WeightedLoss`: the weight is copied into its buffer in place, on the loss's
+device, so a compiled loss sees it without a recompile). PyTorch's own weighted losses
+(``nn.CrossEntropyLoss``, ...) get their ``weight`` attribute assigned instead.
 
 The official LDAM-DRW code divides the weighted loss by the sum of the batch's weights
 (``F.cross_entropy(weight=w)``): use ``reduction="weighted_mean"`` to reproduce it, ``"mean"`` to
@@ -20,21 +21,13 @@ divide by the number of samples instead.
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import torch
+from torch import nn
 
-from .checks import check_beta
+from .checks import check_beta, check_int
 from .weights import class_balanced_weights
-
-
-def _check_epoch(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer epoch index; got {type(value).__name__} {value!r}")
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0 (epochs count from 0); got {value}")
-    return int(value)
 
 
 class DeferredReweighting:
@@ -61,7 +54,7 @@ class DeferredReweighting:
     """
 
     def __init__(self, counts: Any, start_epoch: int, beta: float = 0.9999, *, zero_counts: str = "error") -> None:
-        self.start_epoch = _check_epoch("start_epoch", start_epoch)
+        self.start_epoch = check_int("start_epoch", start_epoch, low=0)
         self.beta = check_beta(beta)
         self.weight = class_balanced_weights(counts, self.beta, zero_counts=zero_counts)
 
@@ -71,7 +64,7 @@ class DeferredReweighting:
 
     def is_active(self, epoch: int) -> bool:
         """Whether ``epoch`` (counting from 0) uses the class-balanced weights."""
-        return _check_epoch("epoch", epoch) >= self.start_epoch
+        return check_int("epoch", epoch, low=0) >= self.start_epoch
 
     def weight_for_epoch(self, epoch: int) -> torch.Tensor | None:
         """``None`` before ``start_epoch``, else a fresh float32 CPU copy of the class-balanced weights ``(C,)``."""
@@ -88,29 +81,25 @@ class DeferredReweighting:
 
 
 def set_class_weight(criterion: Any, weight: torch.Tensor | None) -> None:
-    """Replaces a loss's per-class weight, keeping the device and dtype of the weight it had.
+    """Replaces a loss's per-class weight; ``None`` restores the unweighted loss.
 
-    ``None`` restores the unweighted loss. A loss with a ``set_weight`` method is given the weight
-    through it; a loss whose ``weight`` buffer is a tensor (``ClassBalancedLoss``, a weighted
-    ``FocalLoss``) has it overwritten in place (``None``: all ones); a loss whose ``weight`` buffer is
-    ``None`` gets the weight on the device of its other buffers.
+    A loss with ``set_weight`` (every :class:`longtail.losses.WeightedLoss`) is given the weight
+    through it, which keeps the loss's device and dtype. A PyTorch loss with a ``weight`` buffer
+    (``nn.CrossEntropyLoss``, ``nn.NLLLoss``, ...) has it assigned: placed like its current weight,
+    or left where it is when the loss had none.
     """
     setter = getattr(criterion, "set_weight", None)
     if callable(setter):
         setter(weight)
         return
-    current = getattr(criterion, "weight", None)
-    if isinstance(current, torch.Tensor):
-        with torch.no_grad():
-            current.copy_(torch.ones_like(current) if weight is None else weight.to(current))
-        return
-    buffers = getattr(criterion, "_buffers", None)
-    if buffers is None or "weight" not in buffers:
+    if not isinstance(criterion, nn.Module) or not hasattr(criterion, "weight"):
         raise TypeError(
             f"{type(criterion).__name__} has neither set_weight() nor a weight buffer; DRW needs a loss that takes a "
             "per-class weight"
         )
+    current = criterion.weight
     if weight is not None:
-        others = [b for b in buffers.values() if isinstance(b, torch.Tensor)]
-        weight = weight.detach().clone().to(others[0].device if others else weight.device)
-    buffers["weight"] = weight
+        weight = weight.detach().clone()
+        if isinstance(current, torch.Tensor):
+            weight = weight.to(current)
+    criterion.weight = weight  # nn.Module keeps an assigned buffer a buffer

@@ -7,10 +7,15 @@ Every metric takes predictions in either of two forms:
 * predicted labels of shape ``(N,)`` with an integer dtype.
 
 and integer ``targets`` of shape ``(N,)`` with values in ``[0, num_classes)``.  Inputs may live on any device:
-the only per-sample work (arg-max, top-k, a :func:`torch.bincount` over ``target * C + pred``) runs on the input's
-device, after which everything is derived from the small ``(C, C)`` confusion matrix on the CPU in float64 (so the
-results do not depend on the device and work where float64 is unsupported, e.g. MPS).  NumPy arrays and lists are
-accepted too and converted with :func:`torch.as_tensor`.
+the only per-sample work (arg-max, top-k, and the confusion-matrix kernel :func:`longtail.confusion.confusion_counts`)
+runs on the input's device, after which everything is derived from the small ``(C, C)`` confusion matrix on the CPU
+in float64 (so the results do not depend on the device and work where float64 is unsupported, e.g. MPS).  NumPy
+arrays and lists are accepted too and converted with :func:`torch.as_tensor`.
+
+The streaming counter :class:`ConfusionMeter` (batch by batch, summed over processes with ``all_reduce``) is the
+library's one per-class counter: the trainer evaluates with it and CDB takes its weights from it. It also takes
+dense inputs ``(N, C, d1, ...)`` and an ``ignore_index``, and its :meth:`~ConfusionMeter.report` is
+:func:`report_from_confusion` of what it counted.
 
 Conventions (chosen to match scikit-learn, and tested against it):
 
@@ -34,10 +39,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import Any, TypeVar, Union
 
 import numpy as np
 import torch
+from torch import nn
+
+from .checks import (
+    as_confusion_matrix,
+    as_tensor,
+    as_train_counts,
+    check_k,
+    check_ignore_index,
+    check_num_classes,
+    check_shot_thresholds,
+    check_top_k,
+)
+from .confusion import all_reduce_sum, confusion_counts, top_k_counts
 
 __all__ = [
     "ConfusionMeter",
@@ -53,134 +71,34 @@ __all__ = [
     "top_k_accuracy",
 ]
 
+_Meter = TypeVar("_Meter", bound="ConfusionMeter")
 ArrayLike = Union[torch.Tensor, np.ndarray, Sequence[int], Sequence[float], Sequence[Sequence[float]]]
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Input validation
+# Inputs: one sample per row. The checks are those of longtail.checks, the counting is longtail.confusion's kernel.
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _as_tensor(x: Any, name: str) -> torch.Tensor:
-    if isinstance(x, torch.Tensor):
-        return x.detach()
-    if isinstance(x, (np.ndarray, list, tuple)):
-        try:
-            return torch.as_tensor(np.asarray(x))
-        except (TypeError, ValueError, RuntimeError) as exc:
-            raise TypeError(
-                f"{name}: expected a tensor, array or list of numbers; could not convert it ({exc})"
-            ) from exc
-    raise TypeError(f"{name}: expected a torch.Tensor, numpy.ndarray or list, got {type(x).__name__}")
-
-
-def _check_num_classes(num_classes: Any) -> int:
-    # bool is an int subclass; True as a class count is always a bug.
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)):
-        raise TypeError(f"num_classes: expected a positive int, got {num_classes!r} ({type(num_classes).__name__})")
-    if num_classes < 1:
-        raise ValueError(f"num_classes: expected a positive int, got {num_classes}")
-    return int(num_classes)
-
-
-def _is_integer_dtype(t: torch.Tensor) -> bool:
-    return not (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool)
-
-
-def _check_range(labels: torch.Tensor, num_classes: int, name: str) -> None:
-    if labels.numel() == 0:
-        return
-    # One device->host sync for the common (valid) case; min/max only computed when reporting an error.
-    if bool(((labels < 0) | (labels >= num_classes)).any()):
-        lo, hi = int(labels.min()), int(labels.max())
-        raise ValueError(
-            f"{name}: expected labels in [0, {num_classes - 1}] (num_classes={num_classes}), "
-            f"got values in [{lo}, {hi}]"
-        )
-
-
-def _check_targets(targets: Any, num_classes: int) -> torch.Tensor:
-    t = _as_tensor(targets, "targets")
+def _inputs(preds: Any, targets: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``preds`` ``(N, C)`` / ``(N,)`` and ``targets`` ``(N,)`` as tensors (dtypes and values: the kernel's checks)."""
+    t = as_tensor(targets, "targets")
     if t.ndim != 1:
-        raise ValueError(f"targets: expected shape (N,), got {tuple(t.shape)}")
-    if not _is_integer_dtype(t):
-        raise TypeError(f"targets: expected an integer dtype, got {t.dtype}")
-    _check_range(t, num_classes, "targets")
-    return t.long()
+        raise ValueError(f"targets must have shape (N,); got {tuple(t.shape)}")
+    p = as_tensor(preds, "preds")
+    if p.ndim not in (1, 2):
+        raise ValueError(f"preds must be scores of shape (N, C) or labels of shape (N,); got {tuple(p.shape)}")
+    return p, t
 
 
-def _to_labels(preds: Any, num_classes: int, name: str = "preds") -> torch.Tensor:
-    """Predicted labels ``(N,)`` int64 from scores ``(N, C)`` or labels ``(N,)``, validated."""
-    p = _as_tensor(preds, name)
-    if p.ndim == 2:
-        if p.shape[1] != num_classes:
-            raise ValueError(
-                f"{name}: scores of shape (N, C) need C == num_classes={num_classes}, got shape {tuple(p.shape)}"
-            )
-        return p.argmax(dim=1)
-    if p.ndim == 1:
-        if not _is_integer_dtype(p):
-            raise TypeError(
-                f"{name}: a 1-D input is read as predicted labels and needs an integer dtype, got {p.dtype} "
-                "(pass scores as shape (N, C))"
-            )
-        _check_range(p, num_classes, name)
-        return p.long()
-    raise ValueError(f"{name}: expected scores of shape (N, C) or labels of shape (N,), got {tuple(p.shape)}")
-
-
-def _check_same_length(preds: torch.Tensor, targets: torch.Tensor, what: str = "preds") -> None:
-    if preds.shape[0] != targets.shape[0]:
-        raise ValueError(
-            f"{what} and targets must have the same number of samples N: "
-            f"got {preds.shape[0]} {what} and {targets.shape[0]} targets"
-        )
-
-
-def _check_confusion(cm: Any) -> torch.Tensor:
-    m = _as_tensor(cm, "confusion")
-    if m.ndim != 2 or m.shape[0] != m.shape[1] or m.shape[0] == 0:
-        raise ValueError(f"confusion: expected a square (C, C) matrix with C >= 1, got shape {tuple(m.shape)}")
-    if not _is_integer_dtype(m):
-        raise TypeError(f"confusion: expected an integer dtype (counts), got {m.dtype}")
-    if bool((m < 0).any()):
-        raise ValueError(f"confusion: counts must be non-negative, got minimum {int(m.min())}")
-    return m.to(device="cpu", dtype=torch.int64)
-
-
-def _check_train_counts(train_counts: Any, num_classes: int) -> torch.Tensor:
-    c = _as_tensor(train_counts, "train_counts")
-    if c.ndim != 1 or c.shape[0] != num_classes:
-        raise ValueError(f"train_counts: expected shape ({num_classes},) (one count per class), got {tuple(c.shape)}")
-    if c.is_floating_point():
-        if bool((c != c.round()).any()):
-            raise TypeError(f"train_counts: expected integer counts, got non-integral values of dtype {c.dtype}")
-    elif not _is_integer_dtype(c):
-        raise TypeError(f"train_counts: expected integer counts, got dtype {c.dtype}")
-    c = c.to(device="cpu", dtype=torch.int64)
-    if bool((c < 0).any()):
-        raise ValueError(f"train_counts: counts must be non-negative, got minimum {int(c.min())}")
-    return c
-
-
-def _check_thresholds(many_threshold: float, few_threshold: float) -> None:
-    if not (few_threshold <= many_threshold):
-        raise ValueError(
-            f"shot thresholds: expected few_threshold <= many_threshold, "
-            f"got few_threshold={few_threshold}, many_threshold={many_threshold}"
-        )
+def _confusion(preds: torch.Tensor, targets: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """CPU ``(C, C)`` int64 counts. The metrics ignore no label: every target must be a class index."""
+    return confusion_counts(preds, targets, num_classes, ignore_index=None).cpu()
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Metrics from a confusion matrix (CPU, float64)
 # --------------------------------------------------------------------------------------------------------------
-
-
-def _confusion_on_device(pred_labels: torch.Tensor, targets: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """``(C, C)`` int64 counts on the inputs' device; rows = true class, columns = predicted class."""
-    pred_labels = pred_labels.to(targets.device)
-    flat = targets * num_classes + pred_labels
-    return torch.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
 def _per_class_from_cm(cm: torch.Tensor) -> torch.Tensor:
@@ -189,23 +107,27 @@ def _per_class_from_cm(cm: torch.Tensor) -> torch.Tensor:
     return cm.diagonal().to(torch.float64) / support
 
 
-def _accuracy_from_cm(cm: torch.Tensor) -> float:
+def _check_samples(cm: torch.Tensor, metric: str) -> int:
     n = int(cm.sum())
     if n == 0:
-        raise ValueError("accuracy: undefined for zero samples (got N=0)")
-    return int(cm.diagonal().sum()) / n
+        raise ValueError(
+            f"{metric} must be computed from at least one sample; got N=0 ({metric} of zero samples is undefined)"
+        )
+    return n
+
+
+def _accuracy_from_cm(cm: torch.Tensor) -> float:
+    return int(cm.diagonal().sum()) / _check_samples(cm, "accuracy")
 
 
 def _balanced_from_cm(cm: torch.Tensor) -> float:
-    if int(cm.sum()) == 0:
-        raise ValueError("balanced_accuracy: undefined for zero samples (got N=0)")
+    _check_samples(cm, "balanced_accuracy")
     recall = _per_class_from_cm(cm)
     return float(recall[cm.sum(dim=1) > 0].mean())
 
 
 def _macro_f1_from_cm(cm: torch.Tensor) -> float:
-    if int(cm.sum()) == 0:
-        raise ValueError("macro_f1: undefined for zero samples (got N=0)")
+    _check_samples(cm, "macro_f1")
     tp = cm.diagonal().to(torch.float64)
     support = cm.sum(dim=1).to(torch.float64)  # TP + FN
     predicted = cm.sum(dim=0).to(torch.float64)  # TP + FP
@@ -251,11 +173,9 @@ def confusion_matrix(preds: ArrayLike, targets: ArrayLike, num_classes: int) -> 
         CPU tensor ``(C, C)`` int64; ``cm[i, j]`` = number of samples of true class ``i`` predicted as ``j``.
         ``N = 0`` gives all zeros.
     """
-    c = _check_num_classes(num_classes)
-    t = _check_targets(targets, c)
-    p = _to_labels(preds, c)
-    _check_same_length(p, t)
-    return _confusion_on_device(p, t, c).cpu()
+    c = check_num_classes(num_classes)
+    p, t = _inputs(preds, targets)
+    return _confusion(p, t, c)
 
 
 def accuracy(preds: ArrayLike, targets: ArrayLike, num_classes: int) -> float:
@@ -279,30 +199,27 @@ def top_k_accuracy(logits: ArrayLike, targets: ArrayLike, k: int, num_classes: i
     Returns:
         float in ``[0, 1]``.
     """
-    s = _as_tensor(logits, "logits")
+    s = as_tensor(logits, "logits")
     if s.ndim != 2:
-        raise ValueError(f"logits: top_k_accuracy needs scores of shape (N, C), got {tuple(s.shape)}")
+        raise ValueError(
+            f"logits must be scores of shape (N, C) (top-k needs a ranking, not labels); got {tuple(s.shape)}"
+        )
     c = s.shape[1]
     if c == 0:
-        raise ValueError(f"logits: expected at least one class, got shape {tuple(s.shape)}")
-    if num_classes is not None and _check_num_classes(num_classes) != c:
-        raise ValueError(f"logits: expected C == num_classes={num_classes}, got shape {tuple(s.shape)}")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= c:
-        raise ValueError(f"k: expected an int in [1, {c}] (C={c}), got {k!r}")
-    t = _check_targets(targets, c)
-    _check_same_length(s, t, "logits")
-    if s.shape[0] == 0:
-        raise ValueError("top_k_accuracy: undefined for zero samples (got N=0)")
-    return int(_top_k_correct(s, t, (int(k),))[0]) / s.shape[0]
-
-
-def _top_k_correct(scores: torch.Tensor, targets: torch.Tensor, ks: Sequence[int]) -> torch.Tensor:
-    """Number of hits for each k in ``ks`` (one topk call for all of them), as an int64 tensor on scores' device."""
-    kmax = max(ks)
-    top = scores.topk(kmax, dim=1).indices  # (N, kmax), sorted by score
-    hit = top == targets.to(scores.device).unsqueeze(1)
-    cum = hit.cumsum(dim=1)  # cum[:, k-1] = 1 iff target within the top k
-    return torch.stack([cum[:, k - 1].sum() for k in ks])
+        raise ValueError(f"logits must have at least one class (C >= 1); got shape {tuple(s.shape)}")
+    if num_classes is not None and check_num_classes(num_classes) != c:
+        raise ValueError(f"logits must have num_classes={num_classes} columns; got shape {tuple(s.shape)}")
+    k = check_k(k, c)
+    t = as_tensor(targets, "targets")
+    if t.ndim != 1:
+        raise ValueError(f"targets must have shape (N,); got {tuple(t.shape)}")
+    hits = int(top_k_counts(s, t, (k,), ignore_index=None)[0])
+    if t.shape[0] == 0:
+        raise ValueError(
+            "top_k_accuracy must be computed from at least one sample; got N=0 "
+            "(top_k_accuracy of zero samples is undefined)"
+        )
+    return hits / t.shape[0]
 
 
 def per_class_accuracy(preds: ArrayLike, targets: ArrayLike, num_classes: int) -> torch.Tensor:
@@ -348,15 +265,9 @@ def shot_groups(
     Returns:
         ``{"many": [...], "medium": [...], "few": [...]}`` (lists may be empty).
     """
-    _check_thresholds(many_threshold, few_threshold)
-    c = _as_tensor(train_counts, "train_counts")
-    if c.ndim != 1:
-        raise ValueError(f"train_counts: expected shape (C,), got {tuple(c.shape)}")
-    counts = _check_train_counts(c, c.shape[0])
-    return {
-        name: torch.nonzero(mask).flatten().tolist()
-        for name, mask in _group_masks(counts, many_threshold, few_threshold).items()
-    }
+    many, few = check_shot_thresholds(many_threshold, few_threshold)
+    counts = as_train_counts(train_counts)
+    return {name: torch.nonzero(mask).flatten().tolist() for name, mask in _group_masks(counts, many, few).items()}
 
 
 def shot_accuracy(
@@ -387,29 +298,29 @@ def shot_accuracy(
         ``{"many": float, "medium": float, "few": float}``; each is the mean accuracy over the group's classes
         that have test samples, ``NaN`` for a group with no such class.
     """
-    _check_thresholds(many_threshold, few_threshold)
-    tc = _as_tensor(train_counts, "train_counts")
-    if tc.ndim != 1:
-        raise ValueError(f"train_counts: expected shape (C,), got {tuple(tc.shape)}")
+    many, few = check_shot_thresholds(many_threshold, few_threshold)
+    counts = as_train_counts(train_counts)
     if targets is not None:
-        c = _check_num_classes(num_classes if num_classes is not None else tc.shape[0])
+        c = check_num_classes(num_classes if num_classes is not None else counts.numel())
         acc = per_class_accuracy(per_class_acc_or_preds, targets, c)
     else:
         if num_classes is not None:
-            raise ValueError("num_classes is only used with targets= (the preds form); got targets=None")
-        acc = _as_tensor(per_class_acc_or_preds, "per_class_acc")
+            raise ValueError(
+                f"num_classes must be None without targets= (it is only used with predictions); got {num_classes!r}"
+            )
+        acc = as_tensor(per_class_acc_or_preds, "per_class_acc")
         if acc.ndim != 1:
             raise ValueError(
-                f"per_class_acc: expected shape (C,) (or pass targets= to give predictions), got {tuple(acc.shape)}"
+                f"per_class_acc must have shape (C,) (or pass targets= to give predictions); got {tuple(acc.shape)}"
             )
         if not acc.is_floating_point():
             raise TypeError(
-                f"per_class_acc: expected floats in [0, 1], got dtype {acc.dtype} "
-                "(to pass predicted labels, also pass targets=)"
+                f"per_class_acc must hold floats in [0, 1] (to pass predicted labels, also pass targets=); "
+                f"got dtype {acc.dtype}"
             )
         acc = acc.to(device="cpu", dtype=torch.float64)
-    counts = _check_train_counts(tc, acc.shape[0])
-    return _shot_from_per_class(acc, counts, many_threshold, few_threshold)
+    counts = as_train_counts(counts, acc.shape[0])
+    return _shot_from_per_class(acc, counts, many, few)
 
 
 def _nan_to_none(x: float) -> float | None:
@@ -441,10 +352,13 @@ def report_from_confusion(
     Raises:
         ValueError: if the matrix holds no samples.
     """
-    cm = _check_confusion(confusion)
+    cm = as_confusion_matrix(confusion)
     c = cm.shape[0]
     if int(cm.sum()) == 0:
-        raise ValueError(f"report: undefined for zero samples (confusion matrix of shape {tuple(cm.shape)} is all 0)")
+        raise ValueError(
+            "confusion must hold at least one sample (a report of zero samples is undefined); "
+            f"got an all-zero matrix of shape {tuple(cm.shape)}"
+        )
     acc = _per_class_from_cm(cm)
     report: dict[str, Any] = {
         "num_samples": int(cm.sum()),
@@ -456,13 +370,11 @@ def report_from_confusion(
         "per_class_support": cm.sum(dim=1).tolist(),
     }
     if train_counts is not None:
-        _check_thresholds(many_threshold, few_threshold)
-        counts = _check_train_counts(train_counts, c)
-        shots = _shot_from_per_class(acc, counts, many_threshold, few_threshold)
+        many, few = check_shot_thresholds(many_threshold, few_threshold)
+        counts = as_train_counts(train_counts, c)
+        shots = _shot_from_per_class(acc, counts, many, few)
         report["shot_accuracy"] = {k: _nan_to_none(v) for k, v in shots.items()}
-        report["shot_num_classes"] = {
-            k: int(m.sum()) for k, m in _group_masks(counts, many_threshold, few_threshold).items()
-        }
+        report["shot_num_classes"] = {k: int(m.sum()) for k, m in _group_masks(counts, many, few).items()}
         report["shot_thresholds"] = {"many": many_threshold, "few": few_threshold}
     if include_confusion:
         report["confusion_matrix"] = cm.tolist()
@@ -491,149 +403,192 @@ def classification_report(
         many_threshold, few_threshold: shot-group thresholds, see :func:`shot_accuracy`.
         include_confusion: include the full confusion matrix as a nested list.
     """
-    c = _check_num_classes(num_classes)
-    t = _check_targets(targets, c)
-    p = _as_tensor(preds, "preds")
-    labels = _to_labels(p, c)
-    _check_same_length(labels, t)
+    c = check_num_classes(num_classes)
+    p, t = _inputs(preds, targets)
+    ks = check_top_k(top_k, c)
     report = report_from_confusion(
-        _confusion_on_device(labels, t, c).cpu(),
+        _confusion(p, t, c),
         train_counts,
         many_threshold=many_threshold,
         few_threshold=few_threshold,
         include_confusion=include_confusion,
     )
-    if top_k:
-        ks = _check_top_k(top_k, c)
+    if ks:
         if p.ndim != 2:
-            raise ValueError(f"top_k={list(top_k)} needs scores of shape (N, C), got labels of shape {tuple(p.shape)}")
-        hits = _top_k_correct(p, t, ks).tolist()
+            raise ValueError(
+                f"preds must be scores of shape (N, C) for top_k={list(ks)}; got labels of shape {tuple(p.shape)}"
+            )
+        hits = top_k_counts(p, t, ks, ignore_index=None).tolist()
         report["top_k_accuracy"] = {str(k): h / t.shape[0] for k, h in zip(ks, hits)}
     return report
 
 
-def _check_top_k(top_k: Sequence[int], num_classes: int) -> tuple[int, ...]:
-    ks = tuple(top_k)
-    for k in ks:
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= num_classes:
-            raise ValueError(f"top_k: expected ints in [1, {num_classes}] (num_classes={num_classes}), got {list(ks)}")
-    return tuple(int(k) for k in ks)
-
-
 # --------------------------------------------------------------------------------------------------------------
-# Streaming accumulator
+# The streaming counter: one for the metrics, the trainer and CDB
 # --------------------------------------------------------------------------------------------------------------
 
 
-class ConfusionMeter:
+class ConfusionMeter(nn.Module):
     """Accumulates a confusion matrix (and optional top-k hit counts) batch by batch.
 
-    The counts stay on the device of the first batch, so ``update`` never forces a host sync beyond the label range
-    check; :meth:`compute` copies them to the CPU.
+    The counts are exact int64 buffers: ``confusion`` ``(C, C)`` (rows = true class, columns =
+    predicted class) and, when ``top_k`` is given, ``top_k_hits`` ``(len(top_k),)``. They follow
+    ``.to(device)`` (put the meter on the model's device, so that :meth:`update` needs no copy)
+    and ``state_dict``; ``.to(dtype)`` / ``.double()`` leave them int64.
 
     Example::
 
-        meter = ConfusionMeter(num_classes=10, top_k=(5,))
+        meter = ConfusionMeter(num_classes, top_k=(5,)).to(device)
         for x, y in loader:
             meter.update(model(x), y)
-        report = meter.report(train_counts=counts)   # same keys as classification_report
+        meter.all_reduce()                           # a no-op without torch.distributed
+        report = meter.report(train_counts=counts)   # the keys of metrics.classification_report
 
     Args:
         num_classes: ``C``.
-        top_k: values of k to count top-k hits for; then every ``update`` must pass scores ``(B, C)``.
+        top_k: values of k to count top-k hits for (each in ``[1, C]``); then every
+            :meth:`update` must pass scores.
+        ignore_index: target value whose positions are not counted (in the matrix nor in the top-k
+            hits).
+
+    Shapes:
+        :meth:`update` takes the inputs of :func:`longtail.confusion.confusion_counts`: dense
+        ``(N, C, d1, ...)`` scores or labels, and ``ignore_index``.
+
+    Example:
+        >>> meter = ConfusionMeter(3, top_k=(2,))
+        >>> logits = torch.tensor([[2.0, 0.0, 1.0], [0.0, 1.0, 0.0], [3.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+        >>> meter.update(logits, torch.tensor([0, 1, 2, -100]))  # the last sample is ignored
+        >>> meter.confusion
+        tensor([[1, 0, 0],
+                [0, 1, 0],
+                [1, 0, 0]])
+        >>> meter.top_k_hits  # class 2 has the second-highest score of the third sample
+        tensor([3])
+        >>> meter.total, meter.accuracy()
+        (tensor([1, 1, 1]), tensor([1., 1., 0.], dtype=torch.float64))
+        >>> report = meter.report(include_confusion=False)
+        >>> round(report["balanced_accuracy"], 4), report["top_k_accuracy"]
+        (0.6667, {'2': 1.0})
     """
 
-    def __init__(self, num_classes: int, top_k: Sequence[int] = ()) -> None:
-        self.num_classes = _check_num_classes(num_classes)
-        self.top_k = _check_top_k(top_k, self.num_classes)
-        self._cm: torch.Tensor | None = None
-        self._topk_hits: torch.Tensor | None = None
+    confusion: torch.Tensor
+    top_k_hits: torch.Tensor
 
-    def reset(self) -> None:
-        """Forget all accumulated batches."""
-        self._cm = None
-        self._topk_hits = None
+    def __init__(self, num_classes: int, top_k: Sequence[int] = (), ignore_index: int = -100) -> None:
+        super().__init__()
+        self.num_classes = check_num_classes(num_classes)
+        self.top_k = check_top_k(top_k, self.num_classes)
+        self.ignore_index = check_ignore_index(ignore_index)
+        self.register_buffer("confusion", torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64))
+        if self.top_k:
+            self.register_buffer("top_k_hits", torch.zeros(len(self.top_k), dtype=torch.int64))
 
     @torch.no_grad()
-    def update(self, preds: ArrayLike, targets: ArrayLike) -> None:
-        """Add a batch: ``preds`` scores ``(B, C)`` or labels ``(B,)``, ``targets`` ``(B,)``."""
-        c = self.num_classes
-        t = _check_targets(targets, c)
-        p = _as_tensor(preds, "preds")
-        labels = _to_labels(p, c)
-        _check_same_length(labels, t)
-        if self.top_k and p.ndim != 2:
-            raise ValueError(
-                f"ConfusionMeter(top_k={list(self.top_k)}) needs scores of shape (B, C), got shape {tuple(p.shape)}"
-            )
-        cm = _confusion_on_device(labels, t, c)
-        if self._cm is None:
-            self._cm = cm
-        else:
-            self._cm += cm.to(self._cm.device)
+    def update(self, preds: Any, targets: Any) -> None:
+        """Adds one batch: scores or predicted labels ``preds`` and class indices ``targets``.
+
+        A batch that fails a check changes nothing.
+        """
+        p, t = as_tensor(preds, "preds"), as_tensor(targets, "targets")
+        counts = confusion_counts(p, t, self.num_classes, self.ignore_index)
+        hits = None
         if self.top_k:
-            hits = _top_k_correct(p, t, self.top_k)
-            self._topk_hits = hits if self._topk_hits is None else self._topk_hits + hits.to(self._topk_hits.device)
+            if p.dim() != t.dim() + 1:
+                raise ValueError(
+                    f"preds must be scores of shape (N, C) or (N, C, d1, ...) for top_k={list(self.top_k)}; "
+                    f"got predicted labels of shape {tuple(p.shape)}"
+                )
+            hits = top_k_counts(p, t, self.top_k, self.ignore_index)
+        self.confusion += counts.to(self.confusion.device)
+        if hits is not None:
+            self.top_k_hits += hits.to(self.top_k_hits.device)
+
+    def forward(self, preds: Any, targets: Any) -> None:
+        """Same as :meth:`update` (so the meter can be called like a metric)."""
+        self.update(preds, targets)
+
+    def reset(self) -> None:
+        """Zeroes the counts."""
+        self.confusion.zero_()
+        if self.top_k:
+            self.top_k_hits.zero_()
+
+    @torch.no_grad()
+    def all_reduce(self: _Meter, group: Any = None) -> _Meter:
+        """Sums the counts over the processes of ``group`` when ``torch.distributed`` is initialised.
+
+        A no-op in a single process. A collective (the matrix and the top-k hits travel in one
+        call): every process must call it, once per evaluation pass after its last :meth:`update`;
+        calling it twice would count the other processes' samples twice. A process that saw no
+        batch contributes zeros. Afterwards every process holds the pooled counts.
+
+        Returns:
+            ``self``, to chain ``criterion.update_from(meter.all_reduce())``.
+        """
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return self
+        c = self.num_classes
+        parts = [self.confusion.reshape(-1)]
+        if self.top_k:
+            parts.append(self.top_k_hits.to(self.confusion.device))
+        summed = all_reduce_sum(torch.cat(parts), group)
+        self.confusion.copy_(summed[: c * c].view(c, c))
+        if self.top_k:
+            self.top_k_hits.copy_(summed[c * c :])
+        return self
+
+    def compute(self) -> torch.Tensor:
+        """A copy of the accumulated confusion matrix: CPU ``(C, C)`` int64."""
+        return self.confusion.detach().to("cpu", copy=True)
+
+    @torch.no_grad()
+    def merge(self: _Meter, other: ConfusionMeter) -> _Meter:
+        """Adds another meter's counts into this one (e.g. gathered from another worker); returns ``self``."""
+        if not isinstance(other, ConfusionMeter):
+            raise TypeError(f"other must be a ConfusionMeter; got {type(other).__name__}")
+        if other.num_classes != self.num_classes or other.top_k != self.top_k:
+            raise ValueError(
+                f"other must be a ConfusionMeter with num_classes={self.num_classes}, top_k={list(self.top_k)}; "
+                f"got num_classes={other.num_classes}, top_k={list(other.top_k)}"
+            )
+        self.confusion += other.confusion.to(self.confusion.device)
+        if self.top_k:
+            self.top_k_hits += other.top_k_hits.to(self.top_k_hits.device)
+        return self
 
     @property
     def num_samples(self) -> int:
-        """Number of samples accumulated so far."""
-        return 0 if self._cm is None else int(self._cm.sum())
+        """Number of (non-ignored) positions counted so far."""
+        return int(self.confusion.sum())
 
-    def compute(self) -> torch.Tensor:
-        """The accumulated confusion matrix: CPU ``(C, C)`` int64 (all zeros before any update)."""
-        if self._cm is None:
-            return torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64)
-        return self._cm.detach().cpu().clone()
+    @property
+    def correct(self) -> torch.Tensor:
+        """Correctly predicted positions per true class, ``(C,)`` int64: the diagonal (a view)."""
+        return self.confusion.diagonal()
 
-    def merge(self, other: ConfusionMeter) -> None:
-        """Add another meter's counts into this one (e.g. gathered from another worker)."""
-        if other.num_classes != self.num_classes or other.top_k != self.top_k:
-            raise ValueError(
-                f"merge: expected a meter with num_classes={self.num_classes}, top_k={list(self.top_k)}; "
-                f"got num_classes={other.num_classes}, top_k={list(other.top_k)}"
-            )
-        if other._cm is None:
-            return
-        if self._cm is None:
-            self._cm = other._cm.clone()
-            self._topk_hits = None if other._topk_hits is None else other._topk_hits.clone()
-            return
-        self._cm += other._cm.to(self._cm.device)
-        if self._topk_hits is not None and other._topk_hits is not None:
-            self._topk_hits += other._topk_hits.to(self._topk_hits.device)
+    @property
+    def total(self) -> torch.Tensor:
+        """Counted positions per true class, ``(C,)`` int64: the row sums."""
+        return self.confusion.sum(dim=1)
 
-    def all_reduce(self, group: Any = None) -> None:
-        """Sum the counts over all processes of ``torch.distributed`` (call on every rank before computing).
-
-        A rank that saw no batch contributes zeros.  The tensor must be on a device the backend supports
-        (CPU for gloo, CUDA for NCCL) -- it is on the device of the updates.
-        """
-        import torch.distributed as dist
-
-        if not (dist.is_available() and dist.is_initialized()):
-            raise RuntimeError("all_reduce: torch.distributed is not initialised (call init_process_group first)")
-        c, k = self.num_classes, len(self.top_k)
-        device = self._cm.device if self._cm is not None else torch.device("cpu")
-        # One collective for both counters: the flattened matrix followed by the top-k hits.
-        buf = torch.zeros(c * c + k, dtype=torch.int64, device=device)
-        if self._cm is not None:
-            buf[: c * c] = self._cm.flatten()
-            if self._topk_hits is not None:
-                buf[c * c :] = self._topk_hits.to(device)
-        dist.all_reduce(buf, op=dist.ReduceOp.SUM, group=group)
-        self._cm = buf[: c * c].reshape(c, c)
-        self._topk_hits = buf[c * c :] if k else None
+    def accuracy(self) -> torch.Tensor:
+        """Per-class accuracy (recall) ``correct / total``, ``(C,)`` float64 on the CPU; NaN for a
+        class with no counted sample."""
+        confusion = self.confusion.detach().cpu()
+        # 0 / 0 gives NaN, the "no sample" marker, without a warning.
+        return confusion.diagonal().to(torch.float64) / confusion.sum(dim=1).to(torch.float64)
 
     def report(
         self,
-        train_counts: ArrayLike | None = None,
+        train_counts: Any = None,
         *,
         many_threshold: float = 100,
         few_threshold: float = 20,
         include_confusion: bool = True,
     ) -> dict[str, Any]:
-        """Same dict as :func:`classification_report` for everything accumulated so far."""
+        """The dict of :func:`longtail.metrics.classification_report` for everything counted so far
+        (``top_k_accuracy`` included when the meter counts top-k hits)."""
         report = report_from_confusion(
             self.compute(),
             train_counts,
@@ -641,14 +596,11 @@ class ConfusionMeter:
             few_threshold=few_threshold,
             include_confusion=include_confusion,
         )
-        if self.top_k and self._topk_hits is not None:
-            n = self.num_samples
-            report["top_k_accuracy"] = {str(k): int(h) / n for k, h in zip(self.top_k, self._topk_hits.tolist())}
+        if self.top_k:
+            n = report["num_samples"]
+            report["top_k_accuracy"] = {str(k): int(h) / n for k, h in zip(self.top_k, self.top_k_hits.tolist())}
         return report
 
-    def __repr__(self) -> str:
-        return (
-            f"ConfusionMeter(num_classes={self.num_classes}, top_k={list(self.top_k)}, "
-            f"num_samples={self.num_samples})"
-        )
-
+    def extra_repr(self) -> str:
+        top_k = f", top_k={list(self.top_k)}" if self.top_k else ""
+        return f"num_classes={self.num_classes}{top_k}, ignore_index={self.ignore_index}"

@@ -15,7 +15,6 @@ from .datasets import (
     FASHION_MNIST_CLASSES,
     MNIST_CLASSES,
     LabelledImages,
-    default_cache_dir,
     load_fashion_mnist,
     load_mnist,
 )
@@ -25,15 +24,20 @@ from .download import (
     FASHION_MNIST_URL,
     FASHION_MNIST_URL_ENV,
     content_sha256,
+    default_cache_dir,
     download_fashion_mnist,
     download_verified,
 )
 from .idx import read_idx
+from .registry import DATASETS, DatasetSpec, load_dataset
 from .subsample import PROFILES, LongTailedSplit, long_tailed_counts, long_tailed_indices
+from .synthetic import synthetic_images
 
 __all__ = [
+    "DATASETS",
     "DATA_ENV",
     "DEBIAN_FASHION_MNIST_DIR",
+    "DatasetSpec",
     "FASHION_MNIST_CLASSES",
     "FASHION_MNIST_FILES",
     "FASHION_MNIST_SHA256",
@@ -49,6 +53,7 @@ __all__ = [
     "download_fashion_mnist",
     "download_verified",
     "load_cifar10",
+    "load_dataset",
     "load_cifar100",
     "load_fashion_mnist",
     "load_mnist",
@@ -56,4 +61,5 @@ __all__ = [
     "long_tailed_indices",
     "read_idx",
     "restricted_load",
+    "synthetic_images",
 ]

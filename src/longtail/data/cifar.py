@@ -24,6 +24,7 @@ from typing import Any, BinaryIO, Literal
 import numpy as np
 import torch
 
+from ..checks import check_choice
 from .datasets import DATA_ENV, LabelledImages
 
 __all__ = ["RestrictedUnpickler", "load_cifar10", "load_cifar100", "restricted_load"]
@@ -204,8 +205,7 @@ def load_cifar100(
     Raises:
         FileNotFoundError, ValueError, pickle.UnpicklingError: as :func:`load_cifar10`.
     """
-    if label_type not in ("fine", "coarse"):
-        raise ValueError(f"label_type must be 'fine' or 'coarse', got {label_type!r}")
+    check_choice("label_type", label_type, ("fine", "coarse"))
     folder = _find_folder(data_dir, "cifar-100-python", "meta", "CIFAR-100")
     n = 100 if label_type == "fine" else 20
     classes = _names(folder / "meta", f"{label_type}_label_names".encode(), n)

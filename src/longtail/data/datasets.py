@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from .download import default_cache_dir, download_fashion_mnist
 from .idx import read_idx
 
 __all__ = [
@@ -30,7 +31,6 @@ __all__ = [
     "FASHION_MNIST_CLASSES",
     "MNIST_CLASSES",
     "LabelledImages",
-    "default_cache_dir",
     "load_fashion_mnist",
     "load_mnist",
 ]
@@ -82,27 +82,30 @@ class LabelledImages(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     def __post_init__(self) -> None:
         if not isinstance(self.images, torch.Tensor) or not isinstance(self.labels, torch.Tensor):
             raise TypeError(
-                f"images and labels must be tensors, got {type(self.images).__name__} and "
+                f"images and labels must be tensors; got {type(self.images).__name__} and "
                 f"{type(self.labels).__name__}"
             )
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
             raise ValueError(
-                f"images must be uint8 (N, C, H, W), got {self.images.dtype} with shape {tuple(self.images.shape)}"
+                f"images must be uint8 (N, C, H, W); got {self.images.dtype} with shape {tuple(self.images.shape)}"
             )
         if self.labels.dtype != torch.int64 or self.labels.dim() != 1:
             raise ValueError(
-                f"labels must be int64 (N,), got {self.labels.dtype} with shape {tuple(self.labels.shape)}"
+                f"labels must be int64 (N,); got {self.labels.dtype} with shape {tuple(self.labels.shape)}"
             )
         if self.labels.shape[0] != self.images.shape[0]:
-            raise ValueError(f"{self.images.shape[0]} images but {self.labels.shape[0]} labels")
+            raise ValueError(
+                f"labels must have one label per image ({self.images.shape[0]} images); "
+                f"got {self.labels.shape[0]} labels"
+            )
         if not isinstance(self.classes, tuple) or not all(isinstance(c, str) for c in self.classes):
-            raise TypeError(f"classes must be a tuple of str, got {self.classes!r:.80}")
+            raise TypeError(f"classes must be a tuple of str; got {self.classes!r:.80}")
         if len(self.classes) < 1:
-            raise ValueError("classes must name at least one class")
+            raise ValueError("classes must name at least one class; got an empty tuple")
         if self.labels.numel():
             lo, hi = int(self.labels.min()), int(self.labels.max())
             if lo < 0 or hi >= len(self.classes):
-                raise ValueError(f"labels must be in [0, {len(self.classes)}), got values in [{lo}, {hi}]")
+                raise ValueError(f"labels must be in [0, {len(self.classes)}); got values in [{lo}, {hi}]")
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -123,14 +126,8 @@ class LabelledImages(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         """The images at ``indices`` (e.g. ``LongTailedSplit.train_indices``), same classes; copies the data."""
         idx = torch.as_tensor(indices, dtype=torch.int64)
         if idx.dim() != 1:
-            raise ValueError(f"indices must be 1-D, got shape {tuple(idx.shape)}")
+            raise ValueError(f"indices must be 1-D; got shape {tuple(idx.shape)}")
         return LabelledImages(self.images[idx], self.labels[idx], self.classes)
-
-
-def default_cache_dir(name: str) -> Path:
-    """``$XDG_CACHE_HOME/longtail/<name>``, or ``~/.cache/longtail/<name>`` when XDG_CACHE_HOME is unset."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "longtail" / name
 
 
 def _expand(folder: Path, subfolders: Sequence[str]) -> list[Path]:
@@ -214,9 +211,6 @@ def load_fashion_mnist(
             return _load_idx_pair(*pair, FASHION_MNIST_CLASSES)
 
     if download:
-        # Imported here: downloading is optional and pulls in urllib/http machinery.
-        from .download import download_fashion_mnist
-
         download_fashion_mnist(target)
         pair = _split_files(target, train)
         if pair is None:  # pragma: no cover - download_fashion_mnist fetches all four files or raises

@@ -33,10 +33,17 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import BinaryIO
 
-from .datasets import default_cache_dir
 from .idx import GZIP_MAGIC
 
+
+def default_cache_dir(name: str) -> Path:
+    """``$XDG_CACHE_HOME/longtail/<name>``, or ``~/.cache/longtail/<name>`` when XDG_CACHE_HOME is unset."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "longtail" / name
+
+
 __all__ = [
+    "default_cache_dir",
     "DEFAULT_MAX_DOWNLOAD_BYTES",
     "FASHION_MNIST_FILES",
     "FASHION_MNIST_SHA256",
@@ -80,7 +87,7 @@ _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
 def _check_sha256(value: object, what: str) -> str:
     if not isinstance(value, str) or not _SHA256_RE.fullmatch(value.lower()):
-        raise ValueError(f"expected SHA-256 for {what} must be 64 hex digits, got {value!r}")
+        raise ValueError(f"sha256 must be 64 hex digits (the expected SHA-256 of {what}); got {value!r}")
     return value.lower()
 
 
@@ -181,7 +188,7 @@ def download_verified(
     expected = _check_sha256(sha256, url)
     scheme = urllib.parse.urlsplit(url).scheme.lower()
     if scheme not in ("http", "https"):
-        raise ValueError(f"url must be http:// or https://, got {url!r}")
+        raise ValueError(f"url must be http:// or https://; got {url!r}")
     target = Path(dest)
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.is_file():
@@ -242,7 +249,7 @@ def download_fashion_mnist(
     hashes = FASHION_MNIST_SHA256 if sha256 is None else sha256
     missing = [name for name in FASHION_MNIST_FILES if name not in hashes]
     if missing:
-        raise ValueError(f"sha256 must give a digest for each of {FASHION_MNIST_FILES}; missing {missing}")
+        raise ValueError(f"sha256 must give a digest for each of {FASHION_MNIST_FILES}; got none for {missing}")
     for name in FASHION_MNIST_FILES:
         download_verified(
             f"{base.rstrip('/')}/{name}", folder / name, hashes[name], timeout=timeout, max_bytes=max_bytes

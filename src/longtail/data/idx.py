@@ -126,7 +126,7 @@ def read_idx(source: str | os.PathLike[str] | bytes, *, max_bytes: int = DEFAULT
         name = os.fspath(source)
         raw = open(source, "rb")  # noqa: SIM115 - closed below
     else:
-        raise TypeError(f"source must be a path or bytes, got {type(source).__name__}")
+        raise TypeError(f"source must be a path or bytes; got {type(source).__name__}")
     with raw:
         compressed = raw.read(2) == GZIP_MAGIC
         raw.seek(0)

@@ -15,42 +15,18 @@ Only index bookkeeping happens here; apply the indices to any dataset (e.g. ``La
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from ..checks import check_choice, check_int, check_num_classes, check_real
+
 __all__ = ["PROFILES", "LongTailedSplit", "long_tailed_counts", "long_tailed_indices"]
 
 #: Accepted values of the ``profile`` argument.
 PROFILES: tuple[str, ...] = ("exp", "step")
-
-
-def _check_int(name: str, value: object, *, minimum: int) -> int:
-    # bool is an int subclass, but `True` as a class count is always a bug.
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
-    value = int(value)
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def _check_imbalance(imbalance: object) -> float:
-    if isinstance(imbalance, bool) or not isinstance(imbalance, numbers.Real):
-        raise TypeError(f"imbalance must be a real number >= 1, got {type(imbalance).__name__} ({imbalance!r})")
-    value = float(imbalance)
-    if math.isnan(value) or math.isinf(value) or value < 1.0:
-        raise ValueError(f"imbalance must be a finite number >= 1 (n_max / n_min), got {value!r}")
-    return value
-
-
-def _check_profile(profile: object) -> str:
-    if profile not in PROFILES:
-        raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
-    return str(profile)
 
 
 def long_tailed_counts(num_classes: int, n_max: int, imbalance: float, profile: str = "exp") -> list[int]:
@@ -75,10 +51,10 @@ def long_tailed_counts(num_classes: int, n_max: int, imbalance: float, profile: 
             when a class would keep 0 images (``n_max`` too small for ``imbalance``): every class must keep at
             least one image, otherwise it silently disappears from the training set.
     """
-    c = _check_int("num_classes", num_classes, minimum=1)
-    n = _check_int("n_max", n_max, minimum=1)
-    rho = _check_imbalance(imbalance)
-    prof = _check_profile(profile)
+    c = check_num_classes(num_classes)
+    n = check_int("n_max", n_max, low=1)
+    rho = check_real("imbalance", imbalance, low=1.0, finite=True)
+    prof = check_choice("profile", profile, PROFILES)
 
     if c == 1:
         return [n]
@@ -91,8 +67,9 @@ def long_tailed_counts(num_classes: int, n_max: int, imbalance: float, profile: 
     empty = [i for i, k in enumerate(counts) if k < 1]
     if empty:
         raise ValueError(
-            f"imbalance {rho} with n_max {n} ({prof} profile) leaves classes {empty} with 0 images; "
-            f"n_max must be at least about the imbalance factor (n_max >= {math.ceil(rho)})"
+            f"n_max must be at least about the imbalance factor (n_max >= {math.ceil(rho)}) so that every class "
+            f"keeps an image; got n_max={n} with imbalance {rho} ({prof} profile), which leaves classes {empty} "
+            "with 0 images"
         )
     return counts
 
@@ -130,27 +107,27 @@ def _labels_to_tensor(labels: torch.Tensor | np.ndarray | Sequence[int]) -> torc
     if isinstance(labels, torch.Tensor):
         t = labels.detach()
         if t.dtype == torch.bool or t.is_floating_point() or t.is_complex():
-            raise TypeError(f"labels must have an integer dtype, got {t.dtype}")
+            raise TypeError(f"labels must have an integer dtype; got {t.dtype}")
         t = t.to(device="cpu", dtype=torch.int64)
     else:
         if isinstance(labels, (str, bytes)):
-            raise TypeError(f"labels must be a tensor, ndarray or sequence of ints, got {type(labels).__name__}")
+            raise TypeError(f"labels must be a tensor, ndarray or sequence of ints; got {type(labels).__name__}")
         arr = np.asarray(labels)
         if arr.size == 0 and arr.dtype.kind == "f":
             # np.asarray([]) is float64; an empty list is still a valid (empty) integer sequence.
             arr = arr.astype(np.int64)
         if arr.dtype.kind not in "iu":
-            raise TypeError(f"labels must be integers, got an array of dtype {arr.dtype}")
+            raise TypeError(f"labels must be integers; got an array of dtype {arr.dtype}")
         if arr.dtype.kind == "u" and arr.size and int(arr.max()) > np.iinfo(np.int64).max:
-            raise ValueError(f"labels must fit in int64, got a maximum of {int(arr.max())}")
+            raise ValueError(f"labels must fit in int64; got a maximum of {int(arr.max())}")
         t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.int64))
     if t.dim() != 1:
-        raise ValueError(f"labels must be 1-D (N,), got shape {tuple(t.shape)}")
+        raise ValueError(f"labels must be 1-D (N,); got shape {tuple(t.shape)}")
     if t.numel() == 0:
-        raise ValueError("labels is empty; need at least one labelled example per class")
+        raise ValueError("labels must hold at least one labelled example per class; got empty labels")
     lowest = int(t.min())
     if lowest < 0:
-        raise ValueError(f"labels must be >= 0, got a minimum of {lowest}")
+        raise ValueError(f"labels must be >= 0; got a minimum of {lowest}")
     return t
 
 
@@ -197,18 +174,17 @@ def long_tailed_indices(
             unknown ``profile``, or a class with fewer images than its training quota plus ``val_per_class``.
     """
     y = _labels_to_tensor(labels)
-    rho = _check_imbalance(imbalance)
-    prof = _check_profile(profile)
-    val = _check_int("val_per_class", val_per_class, minimum=0)
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__} ({seed!r})")
+    rho = check_real("imbalance", imbalance, low=1.0, finite=True)
+    prof = check_choice("profile", profile, PROFILES)
+    val = check_int("val_per_class", val_per_class, low=0)
+    seed = check_int("seed", seed)
     top = int(y.max())
     if num_classes is None:
         c = top + 1
     else:
-        c = _check_int("num_classes", num_classes, minimum=1)
+        c = check_num_classes(num_classes)
         if top >= c:
-            raise ValueError(f"labels must be in [0, num_classes={c}), got a maximum label of {top}")
+            raise ValueError(f"labels must be in [0, num_classes={c}); got a maximum label of {top}")
 
     totals = torch.bincount(y, minlength=c)
     # A stable sort keeps each class's indices in dataset order, which defines "the last images of a class".
@@ -219,20 +195,20 @@ def long_tailed_indices(
     short = [(i, int(totals[i])) for i in range(c) if available[i] < 1]
     if short:
         raise ValueError(
-            f"every class needs more than val_per_class={val} images so that at least one is left for training; "
-            f"(class, images) pairs that fall short: {short[:10]}{' ...' if len(short) > 10 else ''}"
+            f"every class must have more than val_per_class={val} images so that at least one is left for "
+            f"training; got (class, images) pairs that fall short: {short[:10]}{' ...' if len(short) > 10 else ''}"
         )
 
-    head = min(available) if n_max is None else _check_int("n_max", n_max, minimum=1)
+    head = min(available) if n_max is None else check_int("n_max", n_max, low=1)
     quotas = long_tailed_counts(c, head, rho, prof)
     for i, (quota, have) in enumerate(zip(quotas, available)):
         if quota > have:
             raise ValueError(
-                f"class {i} needs {quota} training images + {val} validation images = {quota + val}, "
-                f"but the dataset has only {int(totals[i])} (n_max={head}, imbalance={rho}, profile={prof!r})"
+                f"class {i} must have {quota} training images + {val} validation images = {quota + val} "
+                f"(n_max={head}, imbalance={rho}, profile={prof!r}); got only {int(totals[i])} in the dataset"
             )
 
-    generator = torch.Generator().manual_seed(int(seed))
+    generator = torch.Generator().manual_seed(seed)
     train_parts: list[torch.Tensor] = []
     val_parts: list[torch.Tensor] = []
     for idx, quota, have in zip(per_class, quotas, available):

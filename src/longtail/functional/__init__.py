@@ -1,13 +1,11 @@
 """Functional forms of the losses: ``longtail.functional.<loss>(logits, target, ...)``."""
 
-from .class_balanced import LOSSES as CLASS_BALANCED_LOSSES
 from .class_balanced import class_balanced_loss
 from .focal import focal_loss, sigmoid_focal_loss
 from .ldam import ldam_loss, ldam_margins
 from .logit_adjusted import balanced_softmax_loss, class_log_prior, logit_adjust, logit_adjusted_loss
 
 __all__ = [
-    "CLASS_BALANCED_LOSSES",
     "balanced_softmax_loss",
     "class_balanced_loss",
     "class_log_prior",

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from ..checks import check_choice
-from ._core import check_gamma, check_multilabel_weight, prepare, sigmoid_loss, softmax_loss
+from ..checks import check_choice, check_gamma
+from ._core import check_multilabel_weight, sigmoid_loss, softmax_loss
+from ._prepare import prepare
 
 LOSSES = ("softmax", "sigmoid", "focal", "softmax_focal")
 

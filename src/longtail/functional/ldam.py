@@ -14,18 +14,8 @@ from ..checks import (
     check_real,
     is_compiling,
 )
-from ._core import prepare, softmax_loss
-
-
-def _check_scale(scale: Any) -> float:
-    scale = check_real("scale", scale, low=0.0, finite=True)
-    if scale == 0.0:
-        raise ValueError(f"scale must be positive and finite; got {scale!r}")
-    return scale
-
-
-def _check_max_margin(max_margin: Any) -> float:
-    return check_real("max_margin", max_margin, low=0.0, finite=True)
+from ._core import softmax_loss
+from ._prepare import prepare
 
 
 def ldam_margins(counts: Any, max_margin: float = 0.5, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -51,7 +41,7 @@ def ldam_margins(counts: Any, max_margin: float = 0.5, *, dtype: torch.dtype = t
         tensor([0.0500, 0.1581, 0.5000])
     """
     n = as_counts(counts)
-    max_margin = _check_max_margin(max_margin)
+    max_margin = check_real("max_margin", max_margin, low=0.0, finite=True)
     if not bool((n > 0).all()):
         missing = torch.nonzero(n == 0).flatten().tolist()
         raise ValueError(
@@ -112,7 +102,7 @@ def ldam_loss(
     """
     if not is_compiling():
         # Skipped while tracing: dynamo may turn a module's float attribute into a symbolic float.
-        scale = _check_scale(scale)
+        scale = check_real("scale", scale, low=0.0, low_open=True, finite=True)
     check_index_target(target, "ldam_loss")
     p = prepare(logits, target, weight, ignore_index, reduction)
     m = check_class_weight(margins, logits.shape[1], logits.device, name="margins").to(p.logits.dtype)

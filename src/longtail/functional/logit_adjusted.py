@@ -21,14 +21,11 @@ from ..checks import (
     check_class_weight,
     check_finite_per_class,
     check_logits,
-    check_real,
+    check_tau,
     is_compiling,
 )
-from ._core import class_dim_view, compute_dtype, prepare, softmax_loss
-
-
-def _check_tau(tau: Any) -> float:
-    return check_real("tau", tau, low=0.0, finite=True)
+from ._core import softmax_loss
+from ._prepare import class_dim_view, compute_dtype, prepare
 
 
 def class_log_prior(counts: Any, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -132,7 +129,7 @@ def logit_adjusted_loss(
     """
     if not is_compiling():
         # Skipped while tracing: dynamo may turn a module's float attribute into a symbolic float.
-        tau = _check_tau(tau)
+        tau = check_tau(tau, allow_dynamic=False, allow_zero=True)
     check_logits(logits)
     lp = _resolve_log_prior(None, log_prior, logits, "logit_adjusted_loss")
     return _prior_adjusted_loss(logits, target, lp, tau, weight, reduction, ignore_index)
@@ -207,7 +204,7 @@ def logit_adjust(
         >>> logit_adjust(logits, [90, 9, 1])
         tensor([[2.1054, 2.9079, 3.6052]])
     """
-    tau = _check_tau(tau)
+    tau = check_tau(tau, allow_dynamic=False, allow_zero=True)
     check_logits(logits)
     lp = _resolve_log_prior(counts, log_prior, logits, "logit_adjust")
     z = logits.to(lp.dtype)

@@ -1,5 +1,6 @@
-"""``nn.Module`` losses; one loss family per file."""
+"""``nn.Module`` losses; one loss family per file, every weighted one a :class:`WeightedLoss`."""
 
+from ._base import WeightedLoss
 from .cdb import CDBLoss
 from .class_balanced import ClassBalancedLoss
 from .focal import FocalLoss, SigmoidFocalLoss
@@ -14,4 +15,5 @@ __all__ = [
     "LDAMLoss",
     "LogitAdjustedLoss",
     "SigmoidFocalLoss",
+    "WeightedLoss",
 ]

@@ -6,26 +6,25 @@ import math
 from typing import Any
 
 import torch
-from torch import nn
 
-from ..checks import REDUCTIONS, check_choice, check_real
-from ..cdb import (
-    DYNAMIC,
-    DifficultySource,
-    _as_accuracy,
-    _check_ignore_index,
-    _check_num_classes,
-    cdb_weights,
+from ..cdb import DYNAMIC, DifficultySource, cdb_weights, dynamic_tau
+from ..checks import (
+    REDUCTIONS,
+    as_class_accuracy,
+    check_choice,
+    check_gamma,
+    check_ignore_index,
+    check_num_classes,
+    check_real,
     check_tau,
-    dynamic_tau,
 )
-from ..functional._core import check_gamma
 from ..functional.class_balanced import class_balanced_loss
+from ._base import WeightedLoss
 
 CDB_LOSSES = ("softmax", "softmax_focal")
 
 
-class CDBLoss(nn.Module):
+class CDBLoss(WeightedLoss):
     r"""Class-wise Difficulty-Balanced loss of Sinha et al. (ACCV 2020): CDB-CE and CDB-Focal.
 
     .. math::
@@ -96,8 +95,8 @@ class CDBLoss(nn.Module):
         ignore_index: int = -100,
         floor: float = 0.0,
     ) -> None:
-        super().__init__()
-        num_classes = _check_num_classes(num_classes)
+        super().__init__(num_classes=num_classes)
+        num_classes = check_num_classes(num_classes)
         self.tau = check_tau(tau)
         self.loss = check_choice("loss", loss, CDB_LOSSES)
         self.gamma = check_gamma(gamma)
@@ -106,16 +105,11 @@ class CDBLoss(nn.Module):
                 f"gamma is used only with loss='softmax_focal'; got gamma={self.gamma} with loss='softmax'"
             )
         self.reduction = check_choice("reduction", reduction, REDUCTIONS)
-        self.ignore_index = _check_ignore_index(ignore_index)
+        self.ignore_index = check_ignore_index(ignore_index)
         self.floor = check_real("floor", floor, low=0.0, high=1.0)
-        self.register_buffer("weight", torch.ones(num_classes))
         self.register_buffer("last_tau", torch.tensor(math.nan, dtype=torch.float64))
         self.register_buffer("last_accuracy", torch.full((num_classes,), math.nan, dtype=torch.float64))
         self.register_buffer("num_updates", torch.tensor(0, dtype=torch.int64))
-
-    @property
-    def num_classes(self) -> int:
-        return self.weight.numel()
 
     @torch.no_grad()
     def update_weights(self, class_accuracy: Any) -> torch.Tensor:
@@ -126,10 +120,10 @@ class CDBLoss(nn.Module):
         Returns:
             A copy of the new weights ``(C,)``.
         """
-        acc = _as_accuracy(class_accuracy, allow_missing=True, num_classes=self.num_classes)
+        acc = as_class_accuracy(class_accuracy, allow_missing=True, num_classes=self.num_classes)
         tau = dynamic_tau(acc) if self.tau == DYNAMIC else float(self.tau)
         weight = cdb_weights(acc, tau, floor=self.floor, previous=self.weight, dtype=torch.float64)
-        self.weight.copy_(weight)
+        self.set_weight(weight)
         self.last_tau.fill_(tau)
         self.last_accuracy.copy_(acc)
         self.num_updates += 1

@@ -5,21 +5,22 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
 
-from ..checks import REDUCTIONS, as_counts, check_beta, check_choice
+from ..checks import REDUCTIONS, as_counts, check_beta, check_choice, check_gamma, check_ignore_index
 from ..counts import class_counts
-from ..functional._core import check_gamma, check_multilabel_weight
+from ..functional._core import check_multilabel_weight
 from ..functional.class_balanced import LOSSES, class_balanced_loss
 from ..weights import class_balanced_weights
+from ._base import WeightedLoss
 
 
-class ClassBalancedLoss(nn.Module):
+class ClassBalancedLoss(WeightedLoss):
     r"""Class-balanced loss of Cui et al. (CVPR 2019) for fixed training counts.
 
     The weights :math:`w_c = (1 - \beta) / (1 - \beta^{n_c})`, normalised to sum to ``C``, are
     computed once (float64, stable) from ``counts`` and kept in the buffer ``weight`` (float32),
     next to the buffer ``counts``: both follow ``.to()`` and round-trip through ``state_dict``.
+    :meth:`set_weight` replaces the weights (see :class:`longtail.losses.WeightedLoss`).
     See :func:`longtail.functional.class_balanced_loss` for the losses, targets and reductions.
 
     Args:
@@ -56,15 +57,14 @@ class ClassBalancedLoss(nn.Module):
         zero_counts: str = "error",
         multilabel_weight: str = "average",
     ) -> None:
-        super().__init__()
-        self.beta = check_beta(beta)
+        beta = check_beta(beta)
+        super().__init__(weight=class_balanced_weights(counts, beta, zero_counts=zero_counts))
+        self.beta = beta
         self.loss = check_choice("loss", loss, LOSSES)
         self.gamma = check_gamma(gamma)
         self.reduction = check_choice("reduction", reduction, REDUCTIONS)
-        self.ignore_index = ignore_index
+        self.ignore_index = check_ignore_index(ignore_index)
         self.multilabel_weight = check_multilabel_weight(multilabel_weight)
-        weight = class_balanced_weights(counts, self.beta, zero_counts=zero_counts)
-        self.register_buffer("weight", weight)
         self.register_buffer("counts", as_counts(counts))
 
     @classmethod
@@ -72,10 +72,6 @@ class ClassBalancedLoss(nn.Module):
         """Counts the training labels (tensor, array or DataLoader) with :func:`longtail.class_counts`."""
         ignore_index = kwargs.get("ignore_index", -100)
         return cls(class_counts(labels, num_classes, ignore_index=ignore_index), **kwargs)
-
-    @property
-    def num_classes(self) -> int:
-        return self.weight.numel()
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return class_balanced_loss(

@@ -5,29 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
 
-from ..checks import REDUCTIONS, check_choice, check_real
-from ..functional._core import check_gamma, check_multilabel_weight
+from ..checks import REDUCTIONS, check_choice, check_gamma, check_ignore_index, check_real
+from ..functional._core import check_multilabel_weight
 from ..functional.focal import focal_loss, sigmoid_focal_loss
+from ._base import WeightedLoss
 
 
-def _weight_buffer(weight: Any) -> torch.Tensor | None:
-    if weight is None:
-        return None
-    tensor = torch.as_tensor(weight)
-    if not tensor.is_floating_point() or tensor.dim() != 1:
-        raise ValueError(
-            f"weight must be a 1-D float tensor with one value per class; got dtype {tensor.dtype}, "
-            f"shape {tuple(tensor.shape)}"
-        )
-    return tensor.detach().clone()
-
-
-class FocalLoss(nn.Module):
+class FocalLoss(WeightedLoss):
     r"""Softmax focal loss, :math:`-w_y (1 - p_y)^\gamma \log p_y`; see :func:`longtail.functional.focal_loss`.
 
-    ``weight`` (the per-class ``alpha``) is a buffer: it follows ``.to()`` and ``state_dict``.
+    ``weight`` (the per-class ``alpha``) is a buffer: it follows ``.to()`` and ``state_dict``, and
+    :meth:`set_weight` replaces it (deferred re-weighting). Without ``weight`` it is all ones when
+    ``num_classes`` is given, and empty (unweighted, sized by the first ``set_weight``) otherwise.
 
     Shapes: ``logits (N, C)`` or ``(N, C, d1, ...)``; ``target (N,)`` / ``(N, d1, ...)`` class
     indices or float probabilities of the logits' shape.
@@ -38,7 +28,7 @@ class FocalLoss(nn.Module):
         tensor(0.0111)
     """
 
-    weight: torch.Tensor | None
+    weight: torch.Tensor
 
     def __init__(
         self,
@@ -46,21 +36,22 @@ class FocalLoss(nn.Module):
         weight: Any = None,
         reduction: str = "mean",
         ignore_index: int = -100,
+        *,
+        num_classes: int | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(weight, num_classes)
         self.gamma = check_gamma(gamma)
         self.reduction = check_choice("reduction", reduction, REDUCTIONS)
-        self.ignore_index = ignore_index
-        self.register_buffer("weight", _weight_buffer(weight))
+        self.ignore_index = check_ignore_index(ignore_index)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return focal_loss(logits, target, self.weight, self.gamma, self.reduction, self.ignore_index)
+        return focal_loss(logits, target, self.class_weight(), self.gamma, self.reduction, self.ignore_index)
 
     def extra_repr(self) -> str:
         return f"gamma={self.gamma}, reduction={self.reduction!r}, ignore_index={self.ignore_index}"
 
 
-class SigmoidFocalLoss(nn.Module):
+class SigmoidFocalLoss(WeightedLoss):
     r"""Sigmoid focal loss summed over classes; see :func:`longtail.functional.sigmoid_focal_loss`.
 
     Example:
@@ -69,7 +60,7 @@ class SigmoidFocalLoss(nn.Module):
         tensor(0.4019)
     """
 
-    weight: torch.Tensor | None
+    weight: torch.Tensor
 
     def __init__(
         self,
@@ -79,20 +70,21 @@ class SigmoidFocalLoss(nn.Module):
         reduction: str = "mean",
         ignore_index: int = -100,
         multilabel_weight: str = "average",
+        *,
+        num_classes: int | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(weight, num_classes)
         self.gamma = check_gamma(gamma)
         self.alpha = None if alpha is None else check_real("alpha", alpha, low=0.0, high=1.0)
         self.reduction = check_choice("reduction", reduction, REDUCTIONS)
-        self.ignore_index = ignore_index
+        self.ignore_index = check_ignore_index(ignore_index)
         self.multilabel_weight = check_multilabel_weight(multilabel_weight)
-        self.register_buffer("weight", _weight_buffer(weight))
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return sigmoid_focal_loss(
             logits,
             target,
-            self.weight,
+            self.class_weight(),
             self.gamma,
             self.alpha,
             self.reduction,

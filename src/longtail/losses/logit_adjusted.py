@@ -5,18 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
 
-from ..checks import REDUCTIONS, check_choice
-from ..functional.logit_adjusted import _check_tau, class_log_prior, logit_adjusted_loss
+from ..checks import REDUCTIONS, check_choice, check_ignore_index, check_tau
+from ..functional.logit_adjusted import class_log_prior, logit_adjusted_loss
+from ._base import WeightedLoss
 
 
-class LogitAdjustedLoss(nn.Module):
+class LogitAdjustedLoss(WeightedLoss):
     r"""Logit-adjusted loss of Menon et al. (ICLR 2021): :math:`\mathrm{CE}(z + \tau \log \pi, y)`.
 
     The log prior :math:`\log \pi_c = \log(n_c / \sum_k n_k)` is computed once (float64) and kept in
     the float32 buffer ``log_prior``: it follows ``.to()`` and ``state_dict``. Counts must all be
-    positive (a zero count would put ``-inf`` in the loss; add a pseudo-count). See
+    positive (a zero count would put ``-inf`` in the loss; add a pseudo-count). A per-class
+    ``weight`` (all ones by default; :meth:`set_weight` replaces it, e.g. deferred re-weighting)
+    multiplies each sample's loss. See
     :func:`longtail.functional.logit_adjusted_loss`; ``tau = 1`` is :class:`BalancedSoftmaxLoss`.
 
     Shapes: ``logits (N, C)`` or ``(N, C, d1, ...)``; ``target`` class indices ``(N,)`` /
@@ -25,8 +27,9 @@ class LogitAdjustedLoss(nn.Module):
     Args:
         counts: per-class training counts ``(C,)``, all positive.
         tau: ``>= 0``.
-        reduction: ``"mean"``, ``"weighted_mean"`` (the same as ``"mean"`` here: no class weight),
-            ``"sum"`` or ``"none"``.
+        weight: per-class weight ``(C,)``, finite and non-negative; None for all ones.
+        reduction: ``"mean"``, ``"weighted_mean"`` (the same as ``"mean"`` while the weight is all
+            ones), ``"sum"`` or ``"none"``.
         ignore_index: class-index targets equal to it are skipped.
 
     Example:
@@ -37,20 +40,26 @@ class LogitAdjustedLoss(nn.Module):
 
     log_prior: torch.Tensor
 
-    def __init__(self, counts: Any, tau: float = 1.0, reduction: str = "mean", ignore_index: int = -100) -> None:
-        super().__init__()
-        self.tau = _check_tau(tau)
+    def __init__(
+        self,
+        counts: Any,
+        tau: float = 1.0,
+        reduction: str = "mean",
+        ignore_index: int = -100,
+        *,
+        weight: Any = None,
+    ) -> None:
+        log_prior = class_log_prior(counts)
+        super().__init__(weight, log_prior.numel())
+        self.tau = check_tau(tau, allow_dynamic=False, allow_zero=True)
         self.reduction = check_choice("reduction", reduction, REDUCTIONS)
-        self.ignore_index = ignore_index
-        self.register_buffer("log_prior", class_log_prior(counts))
-
-    @property
-    def num_classes(self) -> int:
-        return self.log_prior.numel()
+        self.ignore_index = check_ignore_index(ignore_index)
+        self.register_buffer("log_prior", log_prior)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return logit_adjusted_loss(
-            logits, target, self.log_prior, self.tau, reduction=self.reduction, ignore_index=self.ignore_index
+            logits, target, self.log_prior, self.tau, weight=self.weight, reduction=self.reduction,
+            ignore_index=self.ignore_index,
         )
 
     def extra_repr(self) -> str:
@@ -70,6 +79,7 @@ class BalancedSoftmaxLoss(LogitAdjustedLoss):
         counts: per-class training counts ``(C,)``, all positive.
         reduction: ``"mean"``, ``"weighted_mean"``, ``"sum"`` or ``"none"``.
         ignore_index: class-index targets equal to it are skipped.
+        weight: per-class weight ``(C,)``; None for all ones.
 
     Example:
         >>> criterion = BalancedSoftmaxLoss([90, 9, 1])
@@ -77,8 +87,8 @@ class BalancedSoftmaxLoss(LogitAdjustedLoss):
         tensor(0.9472)
     """
 
-    def __init__(self, counts: Any, reduction: str = "mean", ignore_index: int = -100) -> None:
-        super().__init__(counts, tau=1.0, reduction=reduction, ignore_index=ignore_index)
+    def __init__(self, counts: Any, reduction: str = "mean", ignore_index: int = -100, *, weight: Any = None) -> None:
+        super().__init__(counts, tau=1.0, reduction=reduction, ignore_index=ignore_index, weight=weight)
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, reduction={self.reduction!r}, ignore_index={self.ignore_index}"

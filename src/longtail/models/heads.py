@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._common import check_positive_int
+from ..checks import check_int, check_real
 
 __all__ = ["NormedLinear"]
 
@@ -27,14 +27,10 @@ class NormedLinear(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, scale: float = 1.0) -> None:
         super().__init__()
-        check_positive_int("NormedLinear", "in_features", in_features)
-        check_positive_int("NormedLinear", "out_features", out_features)
-        if not scale > 0:
-            raise ValueError(f"NormedLinear: scale must be > 0, got {scale!r}")
-        self.in_features = in_features
-        self.out_features = out_features
-        self.scale = float(scale)
-        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.in_features = check_int("in_features", in_features, low=1)
+        self.out_features = check_int("out_features", out_features, low=1)
+        self.scale = check_real("scale", scale, low=0.0, low_open=True, finite=True)
+        self.weight = nn.Parameter(torch.empty(self.out_features, self.in_features))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from ._common import check_positive_int
+from ..checks import check_choice, check_int, check_num_classes
 from .resnet_cifar import resnet20, resnet32, resnet44, resnet56
 from .small_cnn import SmallCNN
 
@@ -41,10 +41,10 @@ def build_model(name: str, num_classes: int, in_channels: int, **kwargs: Any) ->
         The model; its final layer is ``model.fc`` (an ``nn.Linear``, or a ``NormedLinear`` with ``use_norm``).
 
     Raises:
-        ValueError: unknown ``name`` (the message lists the known names) or invalid sizes.
+        ValueError: unknown ``name`` (the message lists the known names) or sizes below 1.
+        TypeError: ``num_classes`` / ``in_channels`` that are not integers (bools and floats included).
     """
-    if not isinstance(name, str) or name not in _REGISTRY:
-        raise ValueError(f"build_model: unknown model {name!r}; expected one of {available_models()}")
-    check_positive_int("build_model", "num_classes", num_classes)
-    check_positive_int("build_model", "in_channels", in_channels)
+    check_choice("model", name, available_models())
+    num_classes = check_num_classes(num_classes)
+    in_channels = check_int("in_channels", in_channels, low=1)
     return _REGISTRY[name](num_classes=num_classes, in_channels=in_channels, **kwargs)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._common import check_positive_int
+from ..checks import check_int, check_num_classes
 from .heads import NormedLinear
 
 __all__ = ["BasicBlock", "CifarResNet", "resnet20", "resnet32", "resnet44", "resnet56"]
@@ -47,7 +47,7 @@ class BasicBlock(nn.Module):
         if stride != 1 or in_planes != planes:
             if planes < in_planes:
                 raise ValueError(
-                    f"BasicBlock: option-A shortcut needs planes >= in_planes, got {in_planes} -> {planes}"
+                    f"planes must be >= in_planes={in_planes} for an option-A shortcut; got {planes}"
                 )
             self.shortcut: nn.Module = _PadShortcut(stride, planes - in_planes)
         else:
@@ -88,17 +88,17 @@ class CifarResNet(nn.Module):
         use_norm: bool = False,
     ) -> None:
         super().__init__()
-        check_positive_int("CifarResNet", "num_classes", num_classes)
-        check_positive_int("CifarResNet", "in_channels", in_channels)
+        num_classes = check_num_classes(num_classes)
+        in_channels = check_int("in_channels", in_channels, low=1)
         if len(num_blocks) != 3 or len(widths) != 3:
             raise ValueError(
-                f"CifarResNet: expected 3 stages, got num_blocks={list(num_blocks)}, widths={list(widths)}"
+                f"num_blocks and widths must have 3 stages each; got num_blocks={list(num_blocks)}, "
+                f"widths={list(widths)}"
             )
-        for i, (n, w) in enumerate(zip(num_blocks, widths)):
-            check_positive_int("CifarResNet", f"num_blocks[{i}]", n)
-            check_positive_int("CifarResNet", f"widths[{i}]", w)
-        if list(widths) != sorted(widths):
-            raise ValueError(f"CifarResNet: option-A shortcuts need non-decreasing widths, got {list(widths)}")
+        num_blocks = [check_int(f"num_blocks[{i}]", n, low=1) for i, n in enumerate(num_blocks)]
+        widths = [check_int(f"widths[{i}]", w, low=1) for i, w in enumerate(widths)]
+        if widths != sorted(widths):
+            raise ValueError(f"widths must be non-decreasing (option-A shortcuts); got {widths}")
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.feature_dim = widths[-1]
@@ -130,7 +130,7 @@ class CifarResNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, in_channels, H, W)`` -> embedding ``(N, widths[-1])``."""
         if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"CifarResNet: expected input (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
+            raise ValueError(f"input must have shape (N, {self.in_channels}, H, W); got {tuple(x.shape)}")
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.layer3(self.layer2(self.layer1(out)))
         return F.adaptive_avg_pool2d(out, 1).flatten(1)

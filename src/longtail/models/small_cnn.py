@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._common import check_positive_int
+from ..checks import check_int, check_num_classes, check_real
 from .heads import NormedLinear
 
 __all__ = ["SmallCNN"]
@@ -52,11 +52,10 @@ class SmallCNN(nn.Module):
         use_norm: bool = False,
     ) -> None:
         super().__init__()
-        check_positive_int("SmallCNN", "num_classes", num_classes)
-        check_positive_int("SmallCNN", "in_channels", in_channels)
-        check_positive_int("SmallCNN", "width", width)
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"SmallCNN: dropout must be in [0, 1), got {dropout!r}")
+        num_classes = check_num_classes(num_classes)
+        in_channels = check_int("in_channels", in_channels, low=1)
+        width = check_int("width", width, low=1)
+        dropout = check_real("dropout", dropout, low=0.0, high=1.0, high_open=True)
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.feature_dim = 8 * width
@@ -89,7 +88,7 @@ class SmallCNN(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, in_channels, H, W)`` -> embedding ``(N, 8 * width)`` (before dropout and ``fc``)."""
         if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"SmallCNN: expected input (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
+            raise ValueError(f"input must have shape (N, {self.in_channels}, H, W); got {tuple(x.shape)}")
         return self.features(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

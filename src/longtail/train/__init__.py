@@ -1,19 +1,30 @@
 """Training harness: configuration, device-resident data, the loss registry and the loop."""
 
+from ..data.synthetic import synthetic_images
 from .config import TrainConfig
-from .data import PreparedData, augment_batch, prepare_data, synthetic_images
-from .losses import LOSSES, build_loss
-from .trainer import evaluate, learning_rate, train
+from .data import PreparedData, augment_batch, prepare_data
+from .losses import LOSSES, LossSpec, build_loss, loss_spec, register_loss
+from .schedule import SCHEDULES, learning_rate
+from .trainer import Run, build_run, evaluate, test_report, train, train_one_epoch, validate
 
 __all__ = [
     "LOSSES",
+    "SCHEDULES",
+    "LossSpec",
     "PreparedData",
+    "Run",
     "TrainConfig",
     "augment_batch",
     "build_loss",
+    "build_run",
     "evaluate",
     "learning_rate",
+    "loss_spec",
     "prepare_data",
+    "register_loss",
     "synthetic_images",
+    "test_report",
     "train",
+    "train_one_epoch",
+    "validate",
 ]

@@ -1,148 +1,213 @@
-"""The training configuration: one flat, JSON-serialisable dataclass."""
+"""The training configuration: one flat, JSON-serialisable dataclass whose fields describe themselves.
+
+Each field is declared once, with its help text, its check and whether a resumed run may change it
+(:func:`option`); the command line (``longtail train --help``), the checks in ``__post_init__`` and
+the resume check all read that declaration. Names offered by a registry (datasets, models, losses,
+schedules) come from that registry.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import math
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import InitVar, dataclass, field
 from typing import Any
 
-DATASETS = ("fashion_mnist", "mnist", "cifar10", "cifar100", "synthetic")
-MODELS = ("small_cnn", "resnet20", "resnet32", "resnet44", "resnet56")
-SCHEDULES = ("cosine", "step", "constant")
+from ..checks import check_choice, check_int, check_real, check_tau
+from ..data.registry import DATASETS
+from ..data.subsample import PROFILES
+from ..models import available_models
+from .losses import LOSSES, loss_spec
+from .schedule import SCHEDULES
+
+Check = Callable[[str, Any], Any]
+
+
+def option(default: Any, help: str, *, check: Check | None = None, choices: Callable[[], Mapping[str, Any] | tuple[str, ...]] | None = None,
+           execution_only: bool = False, optional: bool = False, factory: Callable[[], Any] | None = None) -> Any:
+    """A configuration field with its description.
+
+    Args:
+        default: the default value (``factory`` instead, for a mutable default).
+        help: one line for ``--help``.
+        check: ``check(name, value) -> value``, raising ``ValueError``/``TypeError`` in the library's format.
+        choices: returns the allowed names (a registry): the value must be one of them.
+        execution_only: changes how a run executes, not what it computes (a resume may change it).
+        optional: ``None`` is allowed (and skips ``check``).
+    """
+    metadata = dict(help=help, check=check, choices=choices, execution_only=execution_only, optional=optional)
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def _real(**bounds: Any) -> Check:
+    return lambda name, value: check_real(name, value, **bounds)
+
+
+def _integer(low: int | None = None) -> Check:
+    return lambda name, value: check_int(name, value, low=low)
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False; got {type(value).__name__} {value!r}")
+    return value
+
+
+def _text(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string; got {type(value).__name__} {value!r}")
+    return value
+
+
+def _milestones(name: str, value: Any) -> list[int]:
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"{name} must be a list of epoch numbers; got {type(value).__name__} {value!r}")
+    return [check_int(f"{name}[{i}]", m, low=0) for i, m in enumerate(value)]
+
+
+def _device(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not (value in ("auto", "cpu") or value.startswith(("cuda", "mps"))):
+        raise ValueError(f"{name} must be 'auto', 'cpu', 'cuda[:N]' or 'mps'; got {value!r}")
+    return value
+
+
+_FINITE_NONNEGATIVE = _real(low=0.0, finite=True)
+_UNIT = _real(low=0.0, high=1.0)
+_SPLIT_TAU = ("tau was split in two: use cdb_tau (--cdb-tau; CDB's exponent, a number or 'dynamic') or la_tau "
+              "(--la-tau; logit adjustment's)")
 
 
 @dataclass
 class TrainConfig:
     """Everything that defines a run; saved in the result file and the checkpoint.
 
-    Data: ``dataset`` (``fashion_mnist``, ``mnist``, ``cifar10``, ``cifar100`` or ``synthetic``),
-    ``imbalance`` (rho = n_max / n_min; 1 keeps the balanced set), ``profile`` (``exp``/``step``),
-    ``n_max`` (head class size; default all a class has), ``val_per_class`` (balanced validation
-    split carved out before the imbalance; CDB needs it), ``subset_seed`` (the long-tailed draw).
-
-    Loss: ``loss`` (a name from ``longtail.train.LOSSES``), ``beta``, ``gamma``, ``tau`` (CDB: a
-    number or ``"dynamic"``; logit adjustment: a number), ``cdb_floor`` (CDB minimum difficulty, an
-    extension beyond the paper; 0 is the paper), ``drw_epoch`` (deferred re-weighting: plain
-    loss before it, class-balanced weights with ``drw_beta`` from it on), ``max_margin``/``scale`` (LDAM).
-
-    Optimisation: SGD with momentum and nesterov, ``lr`` after a linear warm-up of ``warmup_epochs``,
-    then ``schedule`` ``cosine`` (to 0), ``step`` (times ``lr_decay`` at each of ``milestones``) or
-    ``constant``; ``weight_decay`` (never on the prior-initialised bias of sigmoid losses).
+    Every field's meaning, bounds and default are declared beside it (``longtail train --help``
+    prints them). The loss (``loss``, a name of :data:`longtail.train.LOSSES`) reads only the fields
+    its spec names; the others are ignored by it.
     """
 
-    dataset: str = "fashion_mnist"
-    data_dir: str | None = None
-    download: bool = False
-    imbalance: float = 100.0
-    profile: str = "exp"
-    n_max: int | None = None
-    val_per_class: int = 0
-    subset_seed: int = 0
+    # data
+    dataset: str = option("fashion_mnist", "the dataset", choices=lambda: DATASETS)
+    data_dir: str | None = option(None, "folder with the dataset files (else $LONGTAIL_DATA, then Debian's "
+                                  "/usr/share/datasets/fashion-mnist)", check=_text, optional=True, execution_only=True)
+    download: bool = option(False, "download the dataset (SHA-256 verified) when it is not found", check=_flag,
+                            execution_only=True)
+    imbalance: float = option(100.0, "imbalance factor rho = n_max / n_min (1 keeps the balanced set)",
+                              check=_real(low=1.0, finite=True))
+    profile: str = option("exp", "long-tail profile: exp (exponential, the papers') or step", choices=lambda: PROFILES)
+    n_max: int | None = option(None, "images kept by the head class (default: all it has)", check=_integer(1),
+                               optional=True)
+    val_per_class: int = option(0, "balanced validation images held out per class before the imbalance "
+                                "(the losses that need it say so)", check=_integer(0))
+    subset_seed: int = option(0, "seed of the long-tailed subset draw", check=_integer())
 
-    loss: str = "ce"
-    beta: float = 0.9999
-    gamma: float = 1.0
-    tau: float | str = "dynamic"
-    cdb_floor: float = 0.0
-    drw_epoch: int | None = None
-    drw_beta: float = 0.9999
-    max_margin: float = 0.5
-    scale: float = 30.0
+    # loss
+    loss: str = option("ce", "the loss (see the list below)", choices=lambda: LOSSES)
+    beta: float = option(0.9999, "class-balanced beta in [0, 1] (1: inverse frequency)", check=_UNIT)
+    gamma: float = option(1.0, "focal gamma >= 0", check=_FINITE_NONNEGATIVE)
+    cdb_tau: float | str = option("dynamic", "CDB exponent tau: a positive number or 'dynamic' (the paper's)",
+                                  check=lambda name, value: check_tau(value, name=name))
+    cdb_floor: float = option(0.0, "CDB minimum difficulty in [0, 1] (an extension beyond the paper; 0 is the paper)",
+                              check=_UNIT)
+    la_tau: float = option(1.0, "logit-adjustment tau >= 0 (1 is balanced softmax)",
+                           check=lambda name, value: check_tau(value, name=name, allow_dynamic=False, allow_zero=True))
+    drw_epoch: int | None = option(None, "deferred re-weighting: class-balanced weights from this epoch on (0-based)",
+                                   check=_integer(0), optional=True)
+    drw_beta: float = option(0.9999, "beta of the deferred re-weighting", check=_UNIT)
+    max_margin: float = option(0.5, "LDAM largest margin", check=_FINITE_NONNEGATIVE)
+    scale: float = option(30.0, "LDAM logit scale", check=_real(low=0.0, low_open=True, finite=True))
 
-    model: str = "small_cnn"
-    width: int = 16
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 0.05
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    warmup_epochs: float = 1.0
-    schedule: str = "cosine"
-    milestones: list[int] = field(default_factory=list)
-    lr_decay: float = 0.01
-    augment: bool = True
-    pad: int | None = None
+    # model and optimisation
+    model: str = option("small_cnn", "small_cnn (28x28 grey) or resnet20/32/44/56 (CIFAR)",
+                        choices=lambda: tuple(available_models()))
+    width: int = option(16, "small_cnn first-stage channels", check=_integer(1))
+    epochs: int = option(10, "training epochs", check=_integer(1))
+    batch_size: int = option(128, "training batch size (over all processes)", check=_integer(1))
+    lr: float = option(0.05, "base learning rate (SGD)", check=_FINITE_NONNEGATIVE)
+    momentum: float = option(0.9, "SGD momentum in [0, 1]", check=_UNIT)
+    nesterov: bool = option(True, "Nesterov momentum", check=_flag)
+    weight_decay: float = option(5e-4, "weight decay (never on the prior-initialised bias)", check=_FINITE_NONNEGATIVE)
+    warmup_epochs: float = option(1.0, "linear warm-up epochs", check=_FINITE_NONNEGATIVE)
+    schedule: str = option("cosine", "LR schedule after the warm-up", choices=lambda: SCHEDULES)
+    milestones: list[int] = option(None, "epochs at which the step schedule multiplies the LR by lr_decay "
+                                   "(comma-separated)", check=_milestones, factory=list)
+    lr_decay: float = option(0.01, "factor of the step schedule at each milestone", check=_FINITE_NONNEGATIVE)
+    augment: bool = option(True, "pad-and-crop and horizontal flip", check=_flag)
+    pad: int | None = option(None, "pad-and-crop padding in pixels (default 2 for 28x28, 4 for 32x32)",
+                             check=_integer(0), optional=True)
 
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = False
-    compile: bool = False
-    eval_batch_size: int = 1024
-    eval_every: int = 1
-    many_threshold: float = 100
-    few_threshold: float = 20
+    # execution and evaluation
+    seed: int = option(0, "seed of the initialisation, data order and augmentation", check=_integer())
+    device: str = option("auto", "auto, cpu, cuda, cuda:N or mps", check=_device, execution_only=True)
+    amp: bool = option(False, "bfloat16 autocast (the loss stays in float32)", check=_flag)
+    compile: bool = option(False, "torch.compile the model", check=_flag, execution_only=True)
+    eval_batch_size: int = option(1024, "evaluation batch size", check=_integer(1), execution_only=True)
+    eval_every: int = option(1, "evaluate the test set every this many epochs (and always after the last)",
+                             check=_integer(1), execution_only=True)
+    many_threshold: float = option(100, "many-shot classes have more training images than this",
+                                   check=_FINITE_NONNEGATIVE)
+    few_threshold: float = option(20, "few-shot classes have fewer training images than this",
+                                  check=_FINITE_NONNEGATIVE)
 
-    def __post_init__(self) -> None:
-        from .losses import LOSSES  # local: the registry imports the loss modules
+    tau: InitVar[Any] = None  # removed: refused with a message that names cdb_tau and la_tau
 
-        _choice("dataset", self.dataset, DATASETS)
-        _choice("model", self.model, MODELS)
-        _choice("schedule", self.schedule, SCHEDULES)
-        _choice("loss", self.loss, tuple(LOSSES))
-        _choice("profile", self.profile, ("exp", "step"))
-        _number("imbalance", self.imbalance, low=1.0)
-        _number("beta", self.beta, low=0.0, high=1.0)
-        _number("drw_beta", self.drw_beta, low=0.0, high=1.0)
-        _number("gamma", self.gamma, low=0.0)
-        _number("cdb_floor", self.cdb_floor, low=0.0, high=1.0)
-        _number("lr", self.lr, low=0.0)
-        _number("weight_decay", self.weight_decay, low=0.0)
-        _number("momentum", self.momentum, low=0.0, high=1.0)
-        _number("warmup_epochs", self.warmup_epochs, low=0.0)
-        _number("lr_decay", self.lr_decay, low=0.0)
-        _integer("epochs", self.epochs, low=1)
-        _integer("batch_size", self.batch_size, low=1)
-        _integer("eval_batch_size", self.eval_batch_size, low=1)
-        _integer("eval_every", self.eval_every, low=1)
-        _integer("val_per_class", self.val_per_class, low=0)
-        _integer("width", self.width, low=1)
-        if self.n_max is not None:
-            _integer("n_max", self.n_max, low=1)
-        if self.drw_epoch is not None:
-            _integer("drw_epoch", self.drw_epoch, low=0)
-            if self.loss.startswith("cdb"):
-                raise ValueError("drw_epoch does not apply to the CDB losses, whose weights already change every epoch")
-        if isinstance(self.tau, str):
-            if self.tau != "dynamic":
-                raise ValueError(f"tau must be a number or 'dynamic'; got {self.tau!r}")
-        else:
-            _number("tau", self.tau, low=0.0)
-        if self.loss.startswith("cdb") and self.val_per_class < 1:
+    def __post_init__(self, tau: Any = None) -> None:
+        if tau is not None:
+            raise TypeError(f"{_SPLIT_TAU}; got tau={tau!r}")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            meta = f.metadata
+            if value is None and meta["optional"]:
+                continue
+            if meta["choices"] is not None:
+                value = check_choice(f.name, value, tuple(meta["choices"]()))
+            if meta["check"] is not None:
+                value = meta["check"](f.name, value)
+            setattr(self, f.name, value)
+        spec = loss_spec(self.loss)
+        if spec.needs_validation and self.val_per_class < 1:
             raise ValueError(
-                f"loss={self.loss!r} needs a validation split to measure class difficulty: set val_per_class >= 1 "
-                f"(the CDB CIFAR protocol holds out 25 per class); got {self.val_per_class}"
+                f"val_per_class must be >= 1 for loss={self.loss!r}, which measures class difficulty on a validation "
+                f"split (the CDB CIFAR protocol holds out 25 per class); got {self.val_per_class}"
             )
-        if any(not isinstance(m, int) or m < 0 for m in self.milestones):
-            raise ValueError(f"milestones must be non-negative epoch numbers; got {self.milestones!r}")
-        if self.device not in ("auto", "cpu") and not self.device.startswith(("cuda", "mps")):
-            raise ValueError(f"device must be 'auto', 'cpu', 'cuda[:N]' or 'mps'; got {self.device!r}")
+        if self.drw_epoch is not None and not spec.deferred_reweighting:
+            raise ValueError(
+                f"drw_epoch must be None for loss={self.loss!r}: its class weights are the method itself, and "
+                f"deferred re-weighting would replace them; got drw_epoch={self.drw_epoch}"
+            )
+        if self.few_threshold > self.many_threshold:
+            raise ValueError(f"few_threshold must be <= many_threshold ({self.many_threshold:g}); got {self.few_threshold:g}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        """The configuration saved by :meth:`to_dict`, also from older versions of the library.
+
+        Migrations: the single ``tau`` of versions before 0.2 becomes ``cdb_tau`` for a loss that
+        reads it and ``la_tau`` for one that reads that (where the old ``"dynamic"`` meant 1.0).
+        """
+        data = dict(data)
+        if "tau" in data:
+            tau = data.pop("tau")
+            reads = loss_spec(data.get("loss", "ce")).reads
+            if "cdb_tau" in reads:
+                data.setdefault("cdb_tau", tau)
+            elif "la_tau" in reads:
+                data.setdefault("la_tau", 1.0 if tau == "dynamic" else tau)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"unknown configuration keys: {sorted(unknown)}")
+            raise ValueError(f"configuration keys must be fields of TrainConfig; got unknown keys {sorted(unknown)}")
         return cls(**data)
 
-
-def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
-
-
-def _number(name: str, value: Any, *, low: float | None = None, high: float | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise ValueError(f"{name} must be a number; got {value!r}")
-    if (low is not None and value < low) or (high is not None and value > high):
-        raise ValueError(f"{name} must be in [{low}, {high if high is not None else 'inf'}]; got {value!r}")
+    @classmethod
+    def execution_only_fields(cls) -> tuple[str, ...]:
+        """Fields that change how a run executes but not what it computes: a resume may differ in them."""
+        return tuple(f.name for f in dataclasses.fields(cls) if f.metadata["execution_only"])
 
 
-def _integer(name: str, value: Any, *, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")
+__all__ = ["TrainConfig", "option"]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..data import LabelledImages, load_cifar10, load_cifar100, load_fashion_mnist, load_mnist
+from ..data.registry import load_dataset
 from ..data.subsample import long_tailed_indices
 from .config import TrainConfig
 
@@ -43,37 +43,6 @@ class PreparedData:
     @property
     def in_channels(self) -> int:
         return int(self.train.images.shape[1])
-
-
-def synthetic_images(train: bool, *, num_classes: int = 10, per_class: int | None = None, size: int = 16) -> LabelledImages:
-    """A small deterministic image set for tests and quick checks: a class prototype plus noise.
-
-    The prototypes are fixed (seed 0) so train and test share them; the noise differs between the
-    splits. The classes overlap enough that a small CNN does not reach 100% in a few epochs.
-    """
-    per_class = per_class if per_class is not None else (500 if train else 100)
-    gen = torch.Generator().manual_seed(0)
-    prototypes = torch.rand(num_classes, 1, size, size, generator=gen)
-    noise_gen = torch.Generator().manual_seed(1 if train else 2)
-    labels = torch.arange(num_classes).repeat_interleave(per_class)
-    noise = torch.randn(len(labels), 1, size, size, generator=noise_gen)
-    images = (prototypes[labels] * 0.6 + 0.2 + 0.25 * noise).clamp(0, 1)
-    return LabelledImages((images * 255).round().to(torch.uint8), labels, tuple(f"class_{i}" for i in range(num_classes)))
-
-
-def load_dataset(name: str, data_dir: str | None, train: bool, download: bool = False) -> LabelledImages:
-    """The named dataset's train or test split; ``download`` fetches Fashion-MNIST when it is not found."""
-    if name == "fashion_mnist":
-        return load_fashion_mnist(data_dir, train=train, download=download)
-    if name == "mnist":
-        return load_mnist(data_dir, train=train)
-    if name == "cifar10":
-        return load_cifar10(data_dir, train=train)
-    if name == "cifar100":
-        return load_cifar100(data_dir, train=train)
-    if name == "synthetic":
-        return synthetic_images(train)
-    raise ValueError(f"unknown dataset {name!r}")
 
 
 def prepare_data(config: TrainConfig, device: torch.device) -> PreparedData:

@@ -1,78 +1,173 @@
-"""The losses the trainer and ``longtail train --loss`` accept, by name."""
+"""The losses of the trainer and of ``longtail train --loss``: one registry of specs.
+
+A :class:`LossSpec` says everything the trainer, the configuration and the command line need to know
+about a loss, so none of them names a loss: how to build it, the configuration fields it reads, the
+classifier head it wants, whether it starts from the prior bias, whether it needs the validation
+split, whether deferred re-weighting applies, and the hooks the trainer calls around an epoch.
+
+Adding a loss costs its own file(s) (the functional form in ``longtail/functional/``, the module in
+``longtail/losses/``) and one entry in :data:`LOSSES` (or a :func:`register_loss` call from your own
+code); ``docs/adding_a_loss.md`` walks through one.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
-from ..losses import ClassBalancedLoss, FocalLoss
+from ..metrics import ConfusionMeter
+from ..losses import (
+    BalancedSoftmaxLoss,
+    CDBLoss,
+    ClassBalancedLoss,
+    FocalLoss,
+    LDAMLoss,
+    LogitAdjustedLoss,
+)
 
-if TYPE_CHECKING:
-    from .config import TrainConfig
+HEADS = ("linear", "cosine")
 
-Builder = Callable[["TrainConfig", torch.Tensor], nn.Module]
+EpochHook = Callable[[nn.Module, int], None]
+ValidationHook = Callable[[nn.Module, ConfusionMeter], dict[str, Any]]
 
 
-def _cb(loss: str, reweight: bool) -> Builder:
+@dataclass(frozen=True)
+class LossSpec:
+    """What the harness knows about one loss.
+
+    Attributes:
+        summary: its line in ``longtail train --help``.
+        build: ``build(counts, **fields)`` -> the loss module, with ``counts`` the ``(C,)`` training
+            counts and ``fields`` the values of the configuration fields named in ``reads`` (and only
+            those: a builder cannot read a field it did not declare).
+        reads: the configuration fields the loss reads (each field's meaning, bounds and help are
+            declared once, beside the field in :class:`longtail.train.TrainConfig`).
+        head: ``"linear"`` or ``"cosine"`` (:class:`longtail.models.NormedLinear`, LDAM's head).
+        prior_bias: start the classifier bias at the prior ``b = -log(C - 1)`` and keep weight decay
+            off it (the sigmoid losses, Cui et al. section 4).
+        needs_validation: needs a balanced validation split (``val_per_class >= 1``).
+        deferred_reweighting: whether ``drw_epoch`` applies. It needs a loss whose ``weight`` is
+            unweighted until DRW switches it on; losses whose weight is their method (class-balanced,
+            CDB) refuse it rather than lose their weights.
+        on_epoch_start: ``hook(criterion, epoch)`` called before every epoch (epochs count from 0).
+        after_validation: ``hook(criterion, meter)`` called after each validation pass with the
+            per-class counter (summed over processes); returns entries for the epoch's history.
+    """
+
+    summary: str
+    build: Callable[..., nn.Module]
+    reads: tuple[str, ...] = ()
+    head: str = "linear"
+    prior_bias: bool = False
+    needs_validation: bool = False
+    deferred_reweighting: bool = True
+    on_epoch_start: EpochHook | None = None
+    after_validation: ValidationHook | None = None
+
+    def __post_init__(self) -> None:
+        if self.head not in HEADS:
+            raise ValueError(f"head must be one of {', '.join(map(repr, HEADS))}; got {self.head!r}")
+
+    def build_loss(self, config: Any, counts: torch.Tensor) -> nn.Module:
+        """The loss for ``config`` (any object with the fields in ``reads``) and the training ``counts``."""
+        return self.build(counts, **{name: getattr(config, name) for name in self.reads})
+
+    def describe(self) -> str:
+        notes = []
+        if self.reads:
+            notes.append("reads " + ", ".join(self.reads))
+        if self.needs_validation:
+            notes.append("needs val_per_class")
+        if self.head != "linear":
+            notes.append(f"{self.head} head")
+        return self.summary + (f" [{'; '.join(notes)}]" if notes else "")
+
+
+def _nan_to_none(values: torch.Tensor) -> list[float | None]:
+    return [None if math.isnan(v) else v for v in values.tolist()]
+
+
+def _cdb_after_validation(criterion: nn.Module, meter: ConfusionMeter) -> dict[str, Any]:
+    """CDB: the validation pass's per-class accuracy sets the next epoch's weights (the README's loop)."""
+    weights = criterion.update_from(meter)
+    return {
+        "val_class_accuracy": _nan_to_none(criterion.last_accuracy),
+        "cdb_weights": weights.tolist(),
+        "cdb_tau": float(criterion.last_tau),
+    }
+
+
+def _cb(loss: str) -> Callable[..., nn.Module]:
+    return lambda counts, beta, gamma=0.0: ClassBalancedLoss(counts, beta=beta, loss=loss, gamma=gamma)
+
+
+def _plain(loss: str) -> Callable[..., nn.Module]:
     # beta = 0 gives weight 1 for every class: the plain loss with the official reduction.
-    return lambda cfg, counts: ClassBalancedLoss(counts, beta=cfg.beta if reweight else 0.0, loss=loss, gamma=cfg.gamma)
+    return lambda counts, gamma=0.0: ClassBalancedLoss(counts, beta=0.0, loss=loss, gamma=gamma)
 
 
-def _cdb(loss: str) -> Builder:
-    def build(cfg: TrainConfig, counts: torch.Tensor) -> nn.Module:
-        from ..losses.cdb import CDBLoss
-
-        gamma = cfg.gamma if loss == "softmax_focal" else 0.0
-        return CDBLoss(len(counts), tau=cfg.tau, loss=loss, gamma=gamma, floor=cfg.cdb_floor)
-
-    return build
+def _cdb(loss: str) -> Callable[..., nn.Module]:
+    return lambda counts, cdb_tau, cdb_floor, gamma=0.0: CDBLoss(
+        len(counts), tau=cdb_tau, loss=loss, gamma=gamma, floor=cdb_floor
+    )
 
 
-def _ldam(cfg: TrainConfig, counts: torch.Tensor) -> nn.Module:
-    from ..losses.ldam import LDAMLoss
+_CLASS_BALANCED = dict(deferred_reweighting=False)
+_CDB = dict(needs_validation=True, deferred_reweighting=False, after_validation=_cdb_after_validation)
 
+# name -> spec. Order is the order of `longtail train --help`.
+LOSSES: dict[str, LossSpec] = {
+    "ce": LossSpec("softmax cross-entropy", _plain("softmax")),
+    "focal": LossSpec("softmax focal loss", lambda counts, gamma: FocalLoss(gamma=gamma, num_classes=len(counts)),
+                      reads=("gamma",)),
+    "sigmoid": LossSpec("one-vs-all sigmoid cross-entropy", _plain("sigmoid"), prior_bias=True),
+    "sigmoid_focal": LossSpec("sigmoid focal loss", _plain("focal"), reads=("gamma",), prior_bias=True),
+    "cb_softmax": LossSpec("class-balanced softmax CE", _cb("softmax"), reads=("beta",), **_CLASS_BALANCED),
+    "cb_sigmoid": LossSpec("class-balanced sigmoid CE", _cb("sigmoid"), reads=("beta",), prior_bias=True,
+                           **_CLASS_BALANCED),
+    "cb_focal": LossSpec("class-balanced sigmoid focal, the paper's focal", _cb("focal"), reads=("beta", "gamma"),
+                         prior_bias=True, **_CLASS_BALANCED),
+    "cb_softmax_focal": LossSpec("class-balanced softmax focal", _cb("softmax_focal"), reads=("beta", "gamma"),
+                                 **_CLASS_BALANCED),
+    "cdb": LossSpec("class-wise difficulty-balanced CE", _cdb("softmax"), reads=("cdb_tau", "cdb_floor"), **_CDB),
+    "cdb_focal": LossSpec("class-wise difficulty-balanced softmax focal", _cdb("softmax_focal"),
+                          reads=("cdb_tau", "cdb_floor", "gamma"), **_CDB),
     # The official LDAM-DRW code normalises by the sum of the weights (F.cross_entropy(weight=...)).
-    return LDAMLoss(counts, max_margin=cfg.max_margin, scale=cfg.scale, reduction="weighted_mean")
-
-
-def _balanced_softmax(cfg: TrainConfig, counts: torch.Tensor) -> nn.Module:
-    from ..losses.logit_adjusted import BalancedSoftmaxLoss
-
-    return BalancedSoftmaxLoss(counts)
-
-
-def _logit_adjusted(cfg: TrainConfig, counts: torch.Tensor) -> nn.Module:
-    from ..losses.logit_adjusted import LogitAdjustedLoss
-
-    tau = 1.0 if cfg.tau == "dynamic" else float(cfg.tau)
-    return LogitAdjustedLoss(counts, tau=tau)
-
-
-# name -> (what it is, builder). Order is the order of `longtail train --help`.
-LOSSES: dict[str, tuple[str, Builder]] = {
-    "ce": ("softmax cross-entropy", _cb("softmax", False)),
-    "focal": ("softmax focal loss (gamma)", lambda cfg, counts: FocalLoss(gamma=cfg.gamma)),
-    "sigmoid": ("one-vs-all sigmoid cross-entropy", _cb("sigmoid", False)),
-    "sigmoid_focal": ("sigmoid focal loss (gamma)", _cb("focal", False)),
-    "cb_softmax": ("class-balanced softmax CE (beta)", _cb("softmax", True)),
-    "cb_sigmoid": ("class-balanced sigmoid CE (beta)", _cb("sigmoid", True)),
-    "cb_focal": ("class-balanced sigmoid focal, the paper's focal (beta, gamma)", _cb("focal", True)),
-    "cb_softmax_focal": ("class-balanced softmax focal (beta, gamma)", _cb("softmax_focal", True)),
-    "cdb": ("class-wise difficulty-balanced CE (tau; needs val_per_class)", _cdb("softmax")),
-    "cdb_focal": ("class-wise difficulty-balanced softmax focal (tau, gamma)", _cdb("softmax_focal")),
-    "ldam": ("LDAM margin loss with a cosine head (max_margin, scale); add drw_epoch for LDAM-DRW", _ldam),
-    "balanced_softmax": ("balanced softmax: CE on z + log prior", _balanced_softmax),
-    "logit_adjusted": ("logit-adjusted CE: CE on z + tau log prior (tau)", _logit_adjusted),
+    "ldam": LossSpec("LDAM margin loss; add drw_epoch for LDAM-DRW",
+                     lambda counts, max_margin, scale: LDAMLoss(counts, max_margin=max_margin, scale=scale,
+                                                                reduction="weighted_mean"),
+                     reads=("max_margin", "scale"), head="cosine"),
+    "balanced_softmax": LossSpec("balanced softmax: CE on z + log prior", lambda counts: BalancedSoftmaxLoss(counts)),
+    "logit_adjusted": LossSpec("logit-adjusted CE: CE on z + la_tau log prior",
+                               lambda counts, la_tau: LogitAdjustedLoss(counts, tau=la_tau), reads=("la_tau",)),
 }
 
-SIGMOID_LOSSES = ("sigmoid", "sigmoid_focal", "cb_sigmoid", "cb_focal")
-COSINE_HEAD_LOSSES = ("ldam",)
+
+def register_loss(name: str, spec: LossSpec, *, replace: bool = False) -> None:
+    """Adds ``spec`` to :data:`LOSSES` under ``name`` (the trainer, the config and the CLI then know it)."""
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"name must be an identifier-like string; got {name!r}")
+    if not isinstance(spec, LossSpec):
+        raise TypeError(f"spec must be a LossSpec; got {type(spec).__name__}")
+    if name in LOSSES and not replace:
+        raise ValueError(f"loss {name!r} is already registered; pass replace=True to replace it")
+    LOSSES[name] = spec
 
 
-def build_loss(config: TrainConfig, counts: torch.Tensor) -> nn.Module:
-    if config.loss not in LOSSES:
-        raise ValueError(f"loss must be one of {', '.join(LOSSES)}; got {config.loss!r}")
-    return LOSSES[config.loss][1](config, counts)
+def loss_spec(name: str) -> LossSpec:
+    if name not in LOSSES:
+        raise ValueError(f"loss must be one of {', '.join(map(repr, LOSSES))}; got {name!r}")
+    return LOSSES[name]
+
+
+def build_loss(config: Any, counts: torch.Tensor) -> nn.Module:
+    """The loss of ``config.loss`` for ``config`` and the training ``counts``."""
+    return loss_spec(config.loss).build_loss(config, counts)
+
+
+__all__ = ["HEADS", "LOSSES", "LossSpec", "build_loss", "loss_spec", "register_loss"]

@@ -34,7 +34,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Cao et al. (NeurIPS 2019): the same schedule, LDAM with a cosine head, re-weighting deferred to epoch 160.
     "ldam-drw-cifar": {**_CIFAR_RESNET32, "dataset": "cifar10", "loss": "ldam", "drw_epoch": 160},
     # Sinha et al. (ACCV 2020) protocol on the same schedule: 25 validation images per class held out, tau 1.5.
-    "cdb-cifar": {**_CIFAR_RESNET32, "dataset": "cifar100", "loss": "cdb", "tau": 1.5, "val_per_class": 25},
+    "cdb-cifar": {**_CIFAR_RESNET32, "dataset": "cifar100", "loss": "cdb", "cdb_tau": 1.5, "val_per_class": 25},
     # This project's CPU benchmark (benchmarks/accuracy).
     "fmnist-lt": dict(dataset="fashion_mnist", model="small_cnn", width=8, epochs=5, lr=0.05, val_per_class=25,
                       many_threshold=1000, few_threshold=200),

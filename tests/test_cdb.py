@@ -372,15 +372,13 @@ def test_focal_variant_is_focal_loss_with_alpha_equal_to_the_weights(gamma, redu
     torch.testing.assert_close(criterion(z, y), direct, rtol=1e-10, atol=1e-14)
 
 
-def test_weights_are_constants_and_float64_gradcheck():
+def test_weights_are_constants_of_the_loss():
     criterion = CDBLoss(4, tau=1.0, loss="softmax_focal", gamma=1.0)
     criterion.update_weights([0.9, 0.5, 0.4, 0.1])
     assert list(criterion.parameters()) == [] and not criterion.weight.requires_grad
     z = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
-    y = torch.tensor([0, 1, 2, 3, -100, 1])
-    criterion(z, y).backward()
-    assert criterion.weight.grad is None and (z.grad[4] == 0).all()
-    assert torch.autograd.gradcheck(lambda t: criterion(t, y), (z.detach().requires_grad_(True),))
+    criterion.double()(z, torch.tensor([0, 1, 2, 3, -100, 1])).backward()
+    assert criterion.weight.grad is None
 
 
 def test_absent_class_keeps_its_weight_in_the_module():
@@ -420,13 +418,6 @@ def test_state_dict_round_trip_resumes_with_the_same_weights():
     assert torch.equal(resumed.update_weights(nxt), criterion.update_weights(nxt))
 
 
-def test_module_moves_with_to_and_double():
-    criterion = CDBLoss(3, tau=1.5).double()
-    criterion.update_weights(ACC)
-    assert criterion.weight.dtype == torch.float64
-    assert criterion.weight.tolist() == pytest.approx(_hand_weights(ACC, 1.5), rel=1e-14)
-
-
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
@@ -459,18 +450,6 @@ def test_cdb_loss_update_errors():
     with pytest.raises(TypeError, match="ClassDifficulty or an object with an accuracy\\(\\) method; got list"):
         criterion.update_from([0.5, 0.5, 0.5])
     assert criterion.weight.tolist() == [1.0, 1.0, 1.0] and int(criterion.num_updates) == 0  # failed updates change nothing
-
-
-@pytest.mark.parametrize("loss, gamma", [("softmax", 0.0), ("softmax_focal", 2.0)])
-def test_fullgraph_no_graph_breaks_and_sees_updated_weights(loss, gamma):
-    torch._dynamo.reset()
-    criterion = CDBLoss(3, tau="dynamic", loss=loss, gamma=gamma)
-    compiled = torch.compile(criterion, fullgraph=True, backend="eager")
-    z, y = torch.randn(8, 3), torch.randint(0, 3, (8,))
-    torch.testing.assert_close(compiled(z, y), criterion(z, y))
-    criterion.update_weights(ACC)
-    torch.testing.assert_close(compiled(z, y), criterion(z, y))
-    assert not torch.allclose(criterion(z, y), F.cross_entropy(z, y))
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""The hand-written autograd functions of ``longtail.functional._core`` against autograd references.
+"""The hand-written autograd functions of ``longtail.functional._kernels`` against autograd references.
 
 ``TargetLogSoftmax``, ``SigmoidRowSum`` and ``FocalNLL`` write their gradients by hand (in place, reusing
 buffers); these tests pin them in float64 with ``gradcheck`` / ``gradgradcheck`` and against the same

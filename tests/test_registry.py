@@ -73,7 +73,9 @@ def test_a_builder_gets_exactly_the_fields_its_spec_reads(registry):
         (dict(lr=math.inf), ValueError, r"lr must be finite; got inf"),
         (dict(pad=-3), ValueError, r"pad must be an integer >= 0; got -3"),
         (dict(epochs=2.5), TypeError, r"epochs must be an integer; got float 2.5"),
-        (dict(amp="yes"), TypeError, r"amp must be True or False; got str 'yes'"),
+        (dict(amp="yes"), ValueError, r"amp must be one of 'auto', 'bf16', 'off'; got 'yes'"),
+        (dict(augment="yes"), TypeError, r"augment must be True or False; got str 'yes'"),
+        (dict(reduction="sum"), ValueError, r"reduction must be one of 'mean', 'weighted_mean'; got 'sum'"),
         (dict(milestones=[5, -1]), ValueError, r"milestones\[1\] must be an integer >= 0; got -1"),
         (dict(few_threshold=200, many_threshold=100), ValueError, r"few_threshold must be <= many_threshold"),
     ],
@@ -92,6 +94,7 @@ def test_drw_applies_to_the_losses_whose_weight_it_can_switch():
 def test_fields_are_normalised_and_execution_only_fields_are_declared():
     config = TrainConfig(dataset="synthetic", cdb_tau="1.5", imbalance=10, warmup_epochs=0)
     assert config.cdb_tau == 1.5 and isinstance(config.imbalance, float) and config.warmup_epochs == 0.0
+    assert TrainConfig(amp=True).amp == "bf16" and TrainConfig(amp=False).amp == "off"  # saved before 0.2
     assert set(TrainConfig.execution_only_fields()) == {"data_dir", "download", "device", "compile",
                                                         "eval_batch_size", "eval_every"}
 
@@ -204,3 +207,23 @@ def test_no_import_cycle_anywhere_in_the_package():
     for module in sorted(graph):
         if module not in state:
             visit(module, [module])
+
+
+def test_amp_auto_is_bfloat16_on_cuda_and_on_cpus_with_native_bfloat16():
+    from longtail.train.trainer import autocast_enabled, cpu_has_native_bfloat16
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert autocast_enabled("auto", cuda) and autocast_enabled("bf16", cpu) and not autocast_enabled("off", cuda)
+    assert autocast_enabled("auto", cpu) == cpu_has_native_bfloat16()
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    if "avx512_bf16" in flags or "amx_bf16" in flags:
+        assert cpu_has_native_bfloat16()
+
+
+def test_reduction_reaches_the_weighted_losses_only():
+    counts = torch.tensor([50, 20, 5])
+    for name, spec in LOSSES.items():
+        config = TrainConfig(dataset="synthetic", loss=name, reduction="weighted_mean", val_per_class=1)
+        criterion = build_loss(config, counts)
+        if "reduction" in spec.reads:
+            assert criterion.reduction == "weighted_mean", name

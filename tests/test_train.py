@@ -113,7 +113,7 @@ def _cli(*args, **kwargs):
 @pytest.mark.slow
 def test_resume_after_sigkill_reaches_the_same_final_metrics(tmp_path):
     args = ["train", "--dataset", "synthetic", "--imbalance", "10", "--n-max", "200", "--epochs", "4",
-            "--batch-size", "32", "--width", "8", "--quiet"]
+            "--batch-size", "32", "--width", "8", "--eval-every", "1", "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run(_cli(*args, "--out", str(tmp_path / "full")), check=True, env=env, capture_output=True, timeout=300)
 

@@ -1,6 +1,7 @@
 """Runs the accuracy matrix (resumable: finished cells are not re-run).
 
     python benchmarks/accuracy/run.py [--out benchmarks/results/accuracy] [--workers 2] [--only ce,cb_softmax_b0.9999]
+    python benchmarks/accuracy/run.py --grid convergence --imbalances 100 --out benchmarks/results/convergence
 
 Each run is one job; a worker keeps the data it prepared for an (imbalance, seed) and reuses it for
 the next run of that pair. Workers use one intra-op thread each (small models use two
@@ -23,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from matrix import IMBALANCES, SEEDS, Cell, cells, config_for  # noqa: E402
+from matrix import GRIDS, IMBALANCES, SEEDS, Cell, config_for  # noqa: E402
 
 
 _DATA_CACHE: dict[tuple[float, int], Any] = {}
@@ -61,6 +62,7 @@ def _run_cell(job: tuple[float, int, Cell, str]) -> tuple[str, float, int, float
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--grid", choices=sorted(GRIDS), default="matrix", help="which set of cells")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/accuracy"))
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--only", default="", help="comma-separated cell names (default: all)")
@@ -68,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default=",".join(str(s) for s in SEEDS))
     args = parser.parse_args(argv)
 
-    grid = cells()
+    grid = GRIDS[args.grid]()
     if args.only:
         wanted = set(args.only.split(","))
         unknown = wanted - {c.name for c in grid}
@@ -81,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     # end and a matrix cut short leaves whole imbalances done; it may be finished over several sessions.
     jobs = [(rho, seed, cell, str(args.out)) for rho in sorted(imbalances, reverse=True) for seed in seeds
             for cell in grid]
+    # Within an imbalance, the longest runs first (epochs x width), so no worker is left with a long one at the end.
+    jobs.sort(key=lambda job: (-job[0], -_cost(job[2])))
 
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.time()
@@ -104,6 +108,13 @@ def main(argv: list[str] | None = None) -> int:
     write_json(manifest_path, manifest)
     print(f"{len(finished)} runs in {time.time() - start:.0f}s; results under {args.out}/runs")
     return 0
+
+
+def _cost(cell: Cell) -> float:
+    from matrix import RECIPE
+
+    settings = {**RECIPE, **cell.overrides}
+    return settings["epochs"] * settings["width"] ** 1.5
 
 
 def _machine() -> dict[str, Any]:

@@ -9,7 +9,7 @@ schedules) come from that registry.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import InitVar, dataclass, field
 from typing import Any
 
@@ -23,16 +23,25 @@ from .schedule import SCHEDULES
 Check = Callable[[str, Any], Any]
 
 
-def option(default: Any, help: str, *, check: Check | None = None, choices: Callable[[], Mapping[str, Any] | tuple[str, ...]] | None = None,
-           execution_only: bool = False, optional: bool = False, factory: Callable[[], Any] | None = None) -> Any:
-    """A configuration field with its description.
+def option(
+    default: Any = None,
+    help: str = "",
+    *,
+    check: Check | None = None,
+    choices: Callable[[], Iterable[str]] | None = None,
+    execution_only: bool = False,
+    optional: bool = False,
+    factory: Callable[[], Any] | None = None,
+) -> Any:
+    """A configuration field with its description, declared once.
 
     Args:
-        default: the default value (``factory`` instead, for a mutable default).
-        help: one line for ``--help``.
-        check: ``check(name, value) -> value``, raising ``ValueError``/``TypeError`` in the library's format.
-        choices: returns the allowed names (a registry): the value must be one of them.
-        execution_only: changes how a run executes, not what it computes (a resume may change it).
+        default: the default value (or ``factory`` for a mutable one).
+        help: its line in ``longtail train --help``.
+        check: ``check(name, value) -> value``, raising ``ValueError``/``TypeError`` in the format of
+            :mod:`longtail.checks`; the returned value is stored (normalised: ``"1.5"`` -> 1.5, ...).
+        choices: returns the allowed names (a registry's keys): the value must be one of them.
+        execution_only: changes how a run executes, not what it computes, so a resume may change it.
         optional: ``None`` is allowed (and skips ``check``).
     """
     metadata = dict(help=help, check=check, choices=choices, execution_only=execution_only, optional=optional)
@@ -65,6 +74,15 @@ def _milestones(name: str, value: Any) -> list[int]:
     if not isinstance(value, (list, tuple)):
         raise TypeError(f"{name} must be a list of epoch numbers; got {type(value).__name__} {value!r}")
     return [check_int(f"{name}[{i}]", m, low=0) for i, m in enumerate(value)]
+
+
+AMP = ("auto", "bf16", "off")
+
+
+def _amp(name: str, value: Any) -> str:
+    if isinstance(value, bool):  # configurations saved before 0.2 had amp: true / false
+        return "bf16" if value else "off"
+    return check_choice(name, value, AMP)
 
 
 def _device(name: str, value: Any) -> str:
@@ -107,6 +125,9 @@ class TrainConfig:
     loss: str = option("ce", "the loss (see the list below)", choices=lambda: LOSSES)
     beta: float = option(0.9999, "class-balanced beta in [0, 1] (1: inverse frequency)", check=_UNIT)
     gamma: float = option(1.0, "focal gamma >= 0", check=_FINITE_NONNEGATIVE)
+    reduction: str = option("mean", "how a weighted loss averages: mean (the papers' code: weighted sum / N) or "
+                            "weighted_mean (PyTorch's: weighted sum / sum of the weights)",
+                            choices=lambda: ("mean", "weighted_mean"))
     cdb_tau: float | str = option("dynamic", "CDB exponent tau: a positive number or 'dynamic' (the paper's)",
                                   check=lambda name, value: check_tau(value, name=name))
     cdb_floor: float = option(0.0, "CDB minimum difficulty in [0, 1] (an extension beyond the paper; 0 is the paper)",
@@ -131,7 +152,7 @@ class TrainConfig:
     weight_decay: float = option(5e-4, "weight decay (never on the prior-initialised bias)", check=_FINITE_NONNEGATIVE)
     warmup_epochs: float = option(1.0, "linear warm-up epochs", check=_FINITE_NONNEGATIVE)
     schedule: str = option("cosine", "LR schedule after the warm-up", choices=lambda: SCHEDULES)
-    milestones: list[int] = option(None, "epochs at which the step schedule multiplies the LR by lr_decay "
+    milestones: list[int] = option(help="epochs at which the step schedule multiplies the LR by lr_decay "
                                    "(comma-separated)", check=_milestones, factory=list)
     lr_decay: float = option(0.01, "factor of the step schedule at each milestone", check=_FINITE_NONNEGATIVE)
     augment: bool = option(True, "pad-and-crop and horizontal flip", check=_flag)
@@ -141,11 +162,14 @@ class TrainConfig:
     # execution and evaluation
     seed: int = option(0, "seed of the initialisation, data order and augmentation", check=_integer())
     device: str = option("auto", "auto, cpu, cuda, cuda:N or mps", check=_device, execution_only=True)
-    amp: bool = option(False, "bfloat16 autocast (the loss stays in float32)", check=_flag)
+    amp: str = option("auto", "mixed precision: auto (bfloat16 autocast on CUDA and on CPUs with native bfloat16, "
+                      "AVX512-BF16 or AMX; float32 elsewhere), bf16 or off; the loss is computed in float32",
+                      check=_amp)
     compile: bool = option(False, "torch.compile the model", check=_flag, execution_only=True)
     eval_batch_size: int = option(1024, "evaluation batch size", check=_integer(1), execution_only=True)
-    eval_every: int = option(1, "evaluate the test set every this many epochs (and always after the last)",
-                             check=_integer(1), execution_only=True)
+    eval_every: int | None = option(None, "also evaluate the test set every this many epochs (default: only after "
+                                    "the last; validation, when there is a split, runs every epoch)",
+                                    check=_integer(1), optional=True, execution_only=True)
     many_threshold: float = option(100, "many-shot classes have more training images than this",
                                    check=_FINITE_NONNEGATIVE)
     few_threshold: float = option(20, "few-shot classes have fewer training images than this",
@@ -178,7 +202,9 @@ class TrainConfig:
                 f"deferred re-weighting would replace them; got drw_epoch={self.drw_epoch}"
             )
         if self.few_threshold > self.many_threshold:
-            raise ValueError(f"few_threshold must be <= many_threshold ({self.many_threshold:g}); got {self.few_threshold:g}")
+            raise ValueError(
+                f"few_threshold must be <= many_threshold ({self.many_threshold:g}); got {self.few_threshold:g}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -103,17 +103,19 @@ def _cdb_after_validation(criterion: nn.Module, meter: ConfusionMeter) -> dict[s
 
 
 def _cb(loss: str) -> Callable[..., nn.Module]:
-    return lambda counts, beta, gamma=0.0: ClassBalancedLoss(counts, beta=beta, loss=loss, gamma=gamma)
+    return lambda counts, beta, reduction, gamma=0.0: ClassBalancedLoss(
+        counts, beta=beta, loss=loss, gamma=gamma, reduction=reduction
+    )
 
 
 def _plain(loss: str) -> Callable[..., nn.Module]:
-    # beta = 0 gives weight 1 for every class: the plain loss with the official reduction.
+    # beta = 0 gives weight 1 for every class: the plain loss (both reductions agree without weights).
     return lambda counts, gamma=0.0: ClassBalancedLoss(counts, beta=0.0, loss=loss, gamma=gamma)
 
 
 def _cdb(loss: str) -> Callable[..., nn.Module]:
-    return lambda counts, cdb_tau, cdb_floor, gamma=0.0: CDBLoss(
-        len(counts), tau=cdb_tau, loss=loss, gamma=gamma, floor=cdb_floor
+    return lambda counts, cdb_tau, cdb_floor, reduction, gamma=0.0: CDBLoss(
+        len(counts), tau=cdb_tau, loss=loss, gamma=gamma, floor=cdb_floor, reduction=reduction
     )
 
 
@@ -127,16 +129,18 @@ LOSSES: dict[str, LossSpec] = {
                       reads=("gamma",)),
     "sigmoid": LossSpec("one-vs-all sigmoid cross-entropy", _plain("sigmoid"), prior_bias=True),
     "sigmoid_focal": LossSpec("sigmoid focal loss", _plain("focal"), reads=("gamma",), prior_bias=True),
-    "cb_softmax": LossSpec("class-balanced softmax CE", _cb("softmax"), reads=("beta",), **_CLASS_BALANCED),
-    "cb_sigmoid": LossSpec("class-balanced sigmoid CE", _cb("sigmoid"), reads=("beta",), prior_bias=True,
+    "cb_softmax": LossSpec("class-balanced softmax CE", _cb("softmax"), reads=("beta", "reduction"),
                            **_CLASS_BALANCED),
-    "cb_focal": LossSpec("class-balanced sigmoid focal, the paper's focal", _cb("focal"), reads=("beta", "gamma"),
-                         prior_bias=True, **_CLASS_BALANCED),
-    "cb_softmax_focal": LossSpec("class-balanced softmax focal", _cb("softmax_focal"), reads=("beta", "gamma"),
-                                 **_CLASS_BALANCED),
-    "cdb": LossSpec("class-wise difficulty-balanced CE", _cdb("softmax"), reads=("cdb_tau", "cdb_floor"), **_CDB),
+    "cb_sigmoid": LossSpec("class-balanced sigmoid CE", _cb("sigmoid"), reads=("beta", "reduction"), prior_bias=True,
+                           **_CLASS_BALANCED),
+    "cb_focal": LossSpec("class-balanced sigmoid focal, the paper's focal", _cb("focal"),
+                         reads=("beta", "gamma", "reduction"), prior_bias=True, **_CLASS_BALANCED),
+    "cb_softmax_focal": LossSpec("class-balanced softmax focal", _cb("softmax_focal"),
+                                 reads=("beta", "gamma", "reduction"), **_CLASS_BALANCED),
+    "cdb": LossSpec("class-wise difficulty-balanced CE", _cdb("softmax"), reads=("cdb_tau", "cdb_floor", "reduction"),
+                    **_CDB),
     "cdb_focal": LossSpec("class-wise difficulty-balanced softmax focal", _cdb("softmax_focal"),
-                          reads=("cdb_tau", "cdb_floor", "gamma"), **_CDB),
+                          reads=("cdb_tau", "cdb_floor", "gamma", "reduction"), **_CDB),
     # The official LDAM-DRW code normalises by the sum of the weights (F.cross_entropy(weight=...)).
     "ldam": LossSpec("LDAM margin loss; add drw_epoch for LDAM-DRW",
                      lambda counts, max_margin, scale: LDAMLoss(counts, max_margin=max_margin, scale=scale,

@@ -520,3 +520,48 @@ def test_training_run_raises_tail_weights_and_tail_accuracy():
     # Same data, model and seed: rebalancing by difficulty trades head accuracy for the tail's.
     assert cdb_acc[2] > plain_acc[2] + 0.1
     assert float(cdb_acc.mean()) > float(plain_acc.mean())
+
+
+# --- large tau: the limit, not uniform weights -----------------------------------------------------
+
+
+def test_huge_tau_puts_all_the_weight_on_the_hardest_class():
+    # 0.9**1e6 underflows to 0 for every class: the weights were uniform [1, 1, 1] instead of the limit.
+    assert cdb_weights([0.9, 0.5, 0.1], tau=1e6).tolist() == [0.0, 0.0, 3.0]
+    assert cdb_weights([0.9, 0.1, 0.1], tau=1e6).tolist() == [0.0, 1.5, 1.5]  # ties share
+    assert cdb_weights([0.3, 0.3, 0.3, 0.3], tau=1e6).tolist() == [1.0, 1.0, 1.0, 1.0]
+    assert cdb_weights([1.0, 0.5, 0.5], tau=1e6).tolist() == [0.0, 1.5, 1.5]  # a perfect class keeps weight 0
+    assert cdb_weights([0.95, 0.5, 0.1], tau=1.7e308).tolist() == [0.0, 0.0, 3.0]  # near the float64 maximum
+    # With previous, an absent class keeps its weight and the hardest measured class takes the rest.
+    got = cdb_weights([NAN, 0.5, 0.1], tau=1e6, previous=[0.6, 1.2, 1.2], dtype=torch.float64)
+    assert got.tolist() == pytest.approx([0.6, 0.0, 2.4], rel=1e-12)
+    # floor clamps the difficulty: two classes at the floor tie below the hardest.
+    assert cdb_weights([0.99, 0.98, 0.5], tau=1e6, floor=0.05).tolist() == [0.0, 0.0, 3.0]
+
+
+def test_weight_of_the_hardest_class_grows_continuously_with_tau():
+    acc = [0.9, 0.6, 0.3]
+    hardest = []
+    for tau in [1, 10, 100, 300, 310, 320, 400, 1000, 1e6, 1e300]:
+        w = cdb_weights(acc, tau=tau, dtype=torch.float64)
+        assert bool(torch.isfinite(w).all()) and float(w.sum()) == pytest.approx(3.0, rel=1e-12)
+        assert w.tolist() == pytest.approx(_hand_weights_log(acc, tau), rel=1e-9, abs=1e-300)
+        hardest.append(float(w[2]))
+    assert hardest == sorted(hardest) and hardest[-1] == 3.0
+
+
+def _hand_weights_log(acc, tau):
+    """The same weights by math in log space: w_c = C exp(tau (log d_c - max log d))/sum."""
+    logs = [math.log(1.0 - a) for a in acc]
+    top = max(logs)
+    raw = [math.exp(tau * (v - top)) for v in logs]
+    return [len(acc) * r / sum(raw) for r in raw]
+
+
+@pytest.mark.parametrize("tau", [0.5, 1.0, 1.5, 2.0, 5.0, "dynamic"])
+def test_ordinary_tau_results_are_unchanged_bit_for_bit(tau):
+    acc = torch.tensor([0.9, 0.6, 0.3, 0.75, 0.05], dtype=torch.float64)
+    t = dynamic_tau(acc) if tau == "dynamic" else tau
+    raw = (1.0 - acc).pow(t)
+    expected = raw * (5.0 / float(raw.sum()))
+    assert torch.equal(cdb_weights(acc, tau=tau, dtype=torch.float64), expected)

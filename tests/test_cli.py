@@ -114,3 +114,54 @@ def test_unknown_preset_is_a_one_line_error(capsys):
     assert capsys.readouterr().err.strip() == (
         "longtail train: error: preset must be one of cb-cifar, ldam-drw-cifar, cdb-cifar, fmnist-lt; got 'imagenet'"
     )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["weights", "--counts", "5,1", "--beta", ""],
+         "longtail weights: error: beta must be one or more comma-separated numbers in [0, 1]; got an empty list"),
+        (["weights", "--counts", "5,0,1"],
+         "longtail weights: error: counts must be positive for every class, got 0 for classes [1]; pass "
+         "--zero-counts ignore to give absent classes weight 0"),
+        (["weights", "--counts", "5,1", "--beta", "0.9,2"], "longtail weights: error: beta must be in [0, 1]; got 2.0"),
+    ],
+)
+def test_weights_argument_errors_are_one_line(args, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == message
+
+
+def test_weights_zero_counts_option(capsys):
+    assert main(["weights", "--counts", "5,0,1", "--zero-counts", "ignore", "--beta", "0.9,1"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
+    assert [r[1] for r in rows] == ["5", "0", "1"]
+    assert [float(r[2]) for r in rows] == pytest.approx([2 * 0.1 / (1 - 0.9**5) / (0.1 / (1 - 0.9**5) + 1), 0.0,
+                                                         2 * 1 / (0.1 / (1 - 0.9**5) + 1)], abs=1e-4)
+    assert float(rows[1][3]) == 0.0 and float(rows[0][3]) + float(rows[2][3]) == pytest.approx(2.0, abs=2e-4)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["weights", "--counts", "5,1", "--zero-counts", "skip"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'skip'" in capsys.readouterr().err
+
+
+def test_torch_seed_overflow_and_check_seed():
+    # Seeds are a train option (wired by TrainConfig); the check is in checks.py for it.
+    import torch
+
+    from longtail.checks import check_seed
+
+    with pytest.raises((ValueError, RuntimeError, OverflowError)):
+        torch.Generator().manual_seed(2**70)
+    assert check_seed(2**63 - 1) == 2**63 - 1 and check_seed(0) == 0
+    torch.Generator().manual_seed(check_seed(2**63 - 1))
+    with pytest.raises(ValueError, match=r"^seed must be an integer in \[0, 2\*\*63 - 1\]; got 1180591620717411303424"):
+        check_seed(2**70)
+    with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*63 - 1\]; got -1"):
+        check_seed(-1)
+    with pytest.raises(TypeError, match="seed must be an integer; got float 1.5"):
+        check_seed(1.5)
+    with pytest.raises(ValueError, match=r"subset_seed must be an integer in \[0, 1000\]; got 1001"):
+        check_seed(1001, "subset_seed", high=1000)

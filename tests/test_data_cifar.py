@@ -6,7 +6,9 @@ import builtins
 import io
 import os
 import pickle
+import struct
 import subprocess
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ import torch
 
 from data_helpers import cifar_rows, dump, make_cifar10, make_cifar100, py2_style_pickle
 from longtail.data import load_cifar10, load_cifar100, restricted_load
+from longtail.data.cifar import DatasetPickleError
 
 PROTOCOLS = ["py2", 0, 2, 4, 5]
 
@@ -166,3 +169,118 @@ def test_allowed_numpy_objects_round_trip() -> None:
         assert np.array_equal(out[b"b"], obj[b"b"])
         assert out[b"s"] == 7
         assert out[b"l"] == [1, b"x", (2.0, None)]
+
+
+# --- sizes bounded by the file, one error for every damaged pickle ------------------------------------------------
+
+
+def _global(module: str, name: str) -> bytes:
+    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+
+
+def _reconstruct_call(shape: tuple[int, ...], dtype_code: bytes = b"b") -> bytes:
+    """``_reconstruct(ndarray, shape, dtype_code)`` in raw protocol-2 opcodes (how numpy starts every array)."""
+    dims = b"".join(b"\x8a\x08" + struct.pack("<q", d) for d in shape)  # LONG1 of 8 bytes each
+    return (
+        b"\x80\x02" + _global("numpy.core.multiarray", "_reconstruct") + _global("numpy", "ndarray")
+        + b"(" + dims + b"t" + b"C" + bytes([len(dtype_code)]) + dtype_code + b"\x87R"
+    )
+
+
+def _array_state(shape: tuple[int, ...], raw: bytes) -> bytes:
+    """``(1, shape, dtype('u1'), False, raw)`` for ndarray.__setstate__, as BUILD after _reconstruct."""
+    dims = b"".join(b"\x8a\x08" + struct.pack("<q", d) for d in shape)
+    dtype = _global("numpy", "dtype") + b"X\x02\x00\x00\x00u1\x89\x88\x87R"
+    return b"(K\x01(" + dims + b"t" + dtype + b"\x89C" + bytes([len(raw)]) + raw + b"tb"
+
+
+TIB = 2**40
+
+CRAFTED = {
+    "reconstruct_1tib": (_reconstruct_call((TIB,)) + b".", r"array of shape \(1099511627776,\) and dtype int8"),
+    "reconstruct_2d": (_reconstruct_call((2**20, 2**20), b"d") + b".", r"shape \(1048576, 1048576\) and dtype float64"),
+    "setstate_1tib": (
+        _reconstruct_call((0,)) + _array_state((TIB,), b"abc") + b".",
+        r"array of shape \(1099511627776,\) and dtype uint8",
+    ),
+    "numpy_int_dims": (  # the shape's dimensions as numpy int64 scalars, built by the allowed scalar()
+        b"\x80\x02" + _global("numpy.core.multiarray", "_reconstruct") + _global("numpy", "ndarray")
+        + b"(" + _global("numpy.core.multiarray", "scalar") + _global("numpy", "dtype") + b"X\x02\x00\x00\x00i8"
+        + b"\x89\x88\x87R" + b"C\x08" + struct.pack("<q", TIB) + b"\x86R" + b"tC\x01b\x87R.",
+        r"array of shape \(1099511627776,\) and dtype int8",
+    ),
+    "ndarray_call": (
+        b"\x80\x02" + _global("numpy", "ndarray") + b"\x8a\x08" + struct.pack("<q", TIB) + b"\x85\x85R.",
+        "refusing to call numpy.ndarray",
+    ),
+    "binbytes8": (b"\x80\x04\x8e" + struct.pack("<Q", TIB) + b"abc.", "needs 1099511627776 more bytes"),
+    "bytearray8": (b"\x80\x05\x96" + struct.pack("<Q", TIB) + b"abc.", "bytearray of 1099511627776 bytes"),
+    "binunicode8": (b"\x80\x04\x8d" + struct.pack("<Q", TIB) + b"abc.", "needs 1099511627776 more bytes"),
+    "frame": (b"\x80\x04\x95" + struct.pack("<Q", TIB) + b"K\x01.", "needs 1099511627776 more bytes"),
+    "binbytes8_in_frame": (
+        b"\x80\x04\x95" + struct.pack("<Q", 13) + b"\x8e" + struct.pack("<Q", TIB) + b"abc.",
+        r"corrupt or truncated pickle \(pickle exhausted before end of frame\)",
+    ),
+    "binbytes_3gb": (b"\x80\x03B" + struct.pack("<I", 3 << 30) + b"abc.", "needs 3221225472 more bytes"),
+    "binstring_2gb": (b"T" + struct.pack("<i", 2**31 - 1) + b"abc.", "needs 2147483647 more bytes"),
+    "long4": (b"\x80\x02\x8b" + struct.pack("<i", 2**31 - 1) + b"\x01.", "needs 2147483647 more bytes"),
+    "empty": (b"", "the file ends before the pickle does"),
+    "stack_underflow": (b"\x80\x02t.", "corrupt or truncated pickle"),
+    "bad_memo": (b"\x80\x02h\x05.", "Memo value not found"),
+    "no_stop": (b"\x80\x02K\x01", "the file ends before the pickle does"),
+    "bad_opcode": (b"\x80\x02\xff.", r"corrupt or truncated pickle \(KeyError: invalid opcode 0xff\)"),
+    "shape_mismatch": (_reconstruct_call((0,)) + _array_state((2, 3), b"abc") + b".", "corrupt or truncated pickle"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CRAFTED))
+def test_crafted_pickles_are_refused_by_name_without_allocating(tmp_path: Path, name: str) -> None:
+    data, match = CRAFTED[name]
+    path = tmp_path / name
+    path.write_bytes(data)
+    tracemalloc.start()
+    try:
+        with open(path, "rb") as f, pytest.raises(ValueError, match=match) as info:
+            restricted_load(f)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20
+    assert isinstance(info.value, DatasetPickleError) and isinstance(info.value, pickle.UnpicklingError)
+    assert str(info.value).startswith(f"{path}: ")
+
+
+def test_array_bound_is_the_file_size() -> None:
+    # An array of as many bytes as the file has passes the bound; one byte more is refused.
+    size = len(_reconstruct_call((0,)) + b".")
+    assert restricted_load(io.BytesIO(_reconstruct_call((size,)) + b".")).shape == (size,)
+    with pytest.raises(DatasetPickleError, match=rf"shape \({size + 1},\) and dtype int8 \({size + 1} bytes\), more "
+                       rf"than the {size} bytes of the file"):
+        restricted_load(io.BytesIO(_reconstruct_call((size + 1,)) + b"."))
+    ok = _reconstruct_call((0,)) + _array_state((3,), b"abc") + b"."
+    assert restricted_load(io.BytesIO(ok)).tolist() == [97, 98, 99]
+    # max_bytes replaces the file's size as the bound.
+    assert restricted_load(io.BytesIO(_reconstruct_call((size + 1,)) + b"."), max_bytes=size + 1).shape == (size + 1,)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_truncated_and_corrupted_batches_give_one_value_error_naming_the_file(tmp_path: Path, protocol: object) -> None:
+    folder = make_cifar10(tmp_path, per_batch=3, protocol=protocol)
+    path = folder / "test_batch"
+    good = path.read_bytes()
+    rng = np.random.default_rng(0)
+    cuts = sorted(set(np.linspace(0, len(good) - 1, 40).astype(int).tolist()))
+    variants = [good[:cut] for cut in cuts]
+    for _ in range(60):
+        damaged = bytearray(good)
+        for index in rng.integers(0, len(good), size=3):
+            damaged[index] = int(rng.integers(0, 256))
+        variants.append(bytes(damaged))
+    for variant in variants:
+        path.write_bytes(variant)
+        try:
+            load_cifar10(tmp_path, train=False)
+        except ValueError as exc:  # DatasetPickleError, or a structure check of _batch
+            assert str(exc).startswith(f"{path}: "), exc
+            assert len(str(exc).splitlines()) == 1 or "refusing" in str(exc)
+        # A flip may leave a valid pickle (e.g. a changed pixel): then it loads.

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.server
+import os
+import signal
 import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 import longtail.data.datasets as datasets_module
+import longtail.io as lio
 from data_helpers import idx_bytes, loopback_server, make_mnist_like
 from longtail.data import (
     DEBIAN_FASHION_MNIST_DIR,
@@ -196,3 +206,128 @@ def test_load_with_download_verifies_real_files_against_pins(tmp_path: Path, mon
         assert len(hits) == 4
     assert test.images.shape == (10000, 1, 28, 28)
     assert leftovers(tmp_path / "data") == sorted(FASHION_MNIST_FILES)
+
+
+# --- deadlines, read timeouts and stale .part files -------------------------------------------------------------
+
+
+class _SlowHandler(http.server.BaseHTTPRequestHandler):
+    """``/trickle``: headers at once, then one body byte every 0.2 s; ``/slow-headers``: the header lines one
+    byte every 0.2 s; ``/stall``: headers, then silence."""
+
+    stop: threading.Event
+    body = bytes(200)
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server naming
+        try:
+            if self.path == "/slow-headers":
+                self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+                for byte in b"X-Padding: " + b"a" * 1000:
+                    if self.stop.wait(0.2):
+                        return
+                    self.wfile.write(bytes([byte]))
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(self.body)))
+            self.end_headers()
+            if self.path == "/stall":
+                self.stop.wait(30)
+                return
+            for byte in self.body:
+                if self.stop.wait(0.2):
+                    return
+                self.wfile.write(bytes([byte]))
+        except OSError:  # the client gave up: what these tests expect
+            pass
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+@contextmanager
+def slow_server() -> Iterator[str]:
+    """A loopback server (127.0.0.1 only) whose responses are too slow; yields its base URL."""
+    stop = threading.Event()
+    handler = type("SlowHandler", (_SlowHandler,), {"stop": stop})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        stop.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.mark.parametrize("path", ["trickle", "slow-headers"])
+def test_deadline_stops_a_trickling_server(tmp_path: Path, path: str) -> None:
+    # One byte every 0.2 s never trips the 5 s read timeout; the 1 s deadline stops it.
+    digest = hashlib.sha256(_SlowHandler.body).hexdigest()
+    with slow_server() as url:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError) as info:
+            download_verified(url + path, tmp_path / "c" / "x.gz", digest, timeout=5, deadline=1.0)
+        elapsed = time.monotonic() - started
+    assert str(info.value).startswith(f"{url}{path}: download did not finish within deadline=1 s (")
+    assert isinstance(info.value, OSError)
+    assert 0.9 < elapsed < 3.5
+    assert leftovers(tmp_path / "c") == []
+
+
+def test_read_timeout_names_the_url(tmp_path: Path) -> None:
+    digest = hashlib.sha256(_SlowHandler.body).hexdigest()
+    with slow_server() as url:
+        with pytest.raises(TimeoutError) as info:
+            download_verified(url + "stall", tmp_path / "c" / "x.gz", digest, timeout=0.5, deadline=30)
+    assert str(info.value) == f"{url}stall: no data for timeout=0.5 s (0 bytes received)"
+    assert leftovers(tmp_path / "c") == []
+
+
+def test_deadline_and_timeout_are_checked(tmp_path: Path, fake_files) -> None:  # noqa: ANN001
+    digest = fake_files[1]["t10k-labels-idx1-ubyte.gz"]
+    with pytest.raises(ValueError, match=r"deadline must be in \(0, inf\]; got 0.0"):
+        download_verified("http://127.0.0.1:9/x", tmp_path / "x", digest, deadline=0)
+    with pytest.raises(ValueError, match="deadline must be finite; got inf"):
+        download_verified("http://127.0.0.1:9/x", tmp_path / "x", digest, deadline=float("inf"))
+    with pytest.raises(ValueError, match=r"timeout must be in \(0, inf\]; got -1.0"):
+        download_verified("http://127.0.0.1:9/x", tmp_path / "x", digest, timeout=-1)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_part_file_of_a_killed_download_is_removed_by_the_next(
+    tmp_path: Path, fake_files, sig: int  # noqa: ANN001
+) -> None:
+    bodies, hashes = fake_files
+    name = "t10k-labels-idx1-ubyte.gz"
+    cache = tmp_path / "cache"
+    script = (
+        "import sys\n"
+        "from longtail.data import download_verified\n"
+        "download_verified(sys.argv[1], sys.argv[2], sys.argv[3], timeout=30, deadline=60)\n"
+    )
+    with slow_server() as url:
+        child = subprocess.Popen([sys.executable, "-c", script, url + "trickle", str(cache / name), hashes[name]])
+        try:
+            give_up = time.monotonic() + 60  # until the child has created its .part file (importing torch is slow)
+            while not any(p.endswith(".part") for p in leftovers(cache)) and time.monotonic() < give_up:
+                assert child.poll() is None, "the download ended before it could be killed"
+                time.sleep(0.02)
+            child.send_signal(sig)
+            assert child.wait(timeout=10) == -sig
+        finally:
+            child.kill()
+            child.wait()
+    [part] = leftovers(cache)
+    assert part.startswith(f".{name}.") and part.endswith(".part")
+    # A .part of a live download (this process) and one of another host are kept.
+    live = f".{name}.{lio._host_tag()}.{os.getpid()}.00ff00ff.part"
+    remote = f".{name}.elsewhere.1.00ff00ff.part"
+    (cache / live).write_bytes(b"x")
+    (cache / remote).write_bytes(b"x")
+    with loopback_server(routes(bodies)) as (good, _):
+        download_verified(good + name, cache / name, hashes[name], timeout=10)
+    assert leftovers(cache) == sorted([name, live, remote])
+    assert (cache / name).read_bytes() == bodies[name]

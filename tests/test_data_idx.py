@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import gzip
+import math
+import re
 import tracemalloc
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from data_helpers import idx_bytes, idx_header
-from longtail.data import read_idx
+from data_helpers import idx_bytes, idx_header, make_mnist_like
+from longtail.data import load_mnist, read_idx
 
 
 @pytest.mark.parametrize(
@@ -131,3 +134,89 @@ def test_type_and_missing_file_errors(tmp_path: Path) -> None:
         read_idx(3)  # type: ignore[arg-type]
     with pytest.raises(FileNotFoundError):
         read_idx(tmp_path / "missing")
+
+
+# --- gzip bombs, the element cap, labels out of range -------------------------------------------------------------
+
+
+def _gzip_of_zeros(header: bytes, payload_bytes: int) -> bytes:
+    """gzip of ``header`` + ``payload_bytes`` zeros, compressed about 1000:1 (built in chunks, never whole)."""
+    c = zlib.compressobj(9, zlib.DEFLATED, 31)
+    parts, zeros, left = [c.compress(header)], bytes(1 << 20), payload_bytes
+    while left:
+        parts.append(c.compress(zeros[: min(left, len(zeros))]))
+        left -= min(left, len(zeros))
+    parts.append(c.flush())
+    return b"".join(parts)
+
+
+BOMB_DIMS = (133_747, 28, 28)  # 104,857,648 bytes of uint8 zeros: a consistent header, a ~100 kB file
+
+
+@pytest.fixture(scope="module")
+def gzip_bomb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("bomb") / "train-images-idx3-ubyte.gz"
+    path.write_bytes(_gzip_of_zeros(idx_header(0x08, BOMB_DIMS), math.prod(BOMB_DIMS)))
+    return path
+
+
+def test_gzip_bomb_is_refused_from_its_header(gzip_bomb: Path) -> None:
+    size = gzip_bomb.stat().st_size
+    assert size < 200_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError) as info:
+            read_idx(gzip_bomb)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    message = str(info.value)
+    assert message.startswith(f"{gzip_bomb}: IDX header declares shape {BOMB_DIMS} = {math.prod(BOMB_DIMS)} bytes "
+                              f"from a gzip file of {size} bytes")
+    assert "above max_ratio=100 (a gzip bomb?)" in message
+    assert peak < 4 << 20  # nothing past the header was decompressed
+
+
+def test_max_ratio_lets_a_genuine_highly_compressed_file_through(gzip_bomb: Path) -> None:
+    out = read_idx(gzip_bomb, max_ratio=float("inf"))
+    assert out.shape == BOMB_DIMS and int(out[-1].max()) == 0
+    with pytest.raises(ValueError, match=r"max_ratio must be in \(0, inf\]; got 0.0"):
+        read_idx(gzip_bomb, max_ratio=0)
+
+
+def test_small_payloads_are_read_at_any_compression_ratio() -> None:
+    zeros = np.zeros((1000, 28, 28), dtype=np.uint8)  # 784 kB of zeros: a ratio near 1000:1, below the 64 MiB floor
+    data = gzip.compress(idx_bytes(zeros))
+    assert len(idx_bytes(zeros)) / len(data) > 100
+    assert torch.equal(read_idx(data), torch.from_numpy(zeros))
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_header_declaring_more_than_2_31_elements_is_refused(compress: bool) -> None:
+    dims = (2**16, 2**15 + 1)  # 2**31 + 2**16 uint8 elements: below the 4 GiB max_bytes, above the element cap
+    data = idx_header(0x08, dims) + bytes(10)
+    with pytest.raises(ValueError, match=rf"^<bytes>: IDX header declares shape \(65536, 32769\) = {2**31 + 2**16} "
+                       r"elements, above the maximum of 2147483648 \(2\*\*31\) elements"):
+        read_idx(gzip.compress(data) if compress else data)
+
+
+def test_trailing_gzip_data_is_never_decompressed_past_the_declared_size(tmp_path: Path) -> None:
+    path = tmp_path / "labels.gz"
+    path.write_bytes(_gzip_of_zeros(idx_header(0x08, (10,)), 50 << 20))  # declares 10 bytes, holds 50 MiB
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match="trailing data"):
+            read_idx(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20
+
+
+def test_label_out_of_range_names_the_labels_file(tmp_path: Path) -> None:
+    make_mnist_like(tmp_path, n_train=12, n_test=4)
+    labels = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    labels.write_bytes(gzip.compress(idx_bytes(np.array([0, 1, 12, 3], dtype=np.uint8))))
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(labels))}: labels must be in \[0, 10\); got values in "
+                       r"\[0, 12\]"):
+        load_mnist(tmp_path, train=False)

@@ -16,10 +16,11 @@ COUNTS = [500, 120, 40, 9, 2]
 @pytest.mark.parametrize("loss", ["softmax", "sigmoid", "focal", "softmax_focal"])
 @pytest.mark.parametrize("reduction", ["mean", "weighted_mean", "sum", "none"])
 def test_module_equals_functional(loss, reduction):
-    criterion = ClassBalancedLoss(COUNTS, beta=0.999, loss=loss, gamma=1.5, reduction=reduction)
+    gamma = 1.5 if loss in ("focal", "softmax_focal") else 0.0  # the others refuse a focal parameter
+    criterion = ClassBalancedLoss(COUNTS, beta=0.999, loss=loss, gamma=gamma, reduction=reduction)
     z, y = torch.randn(16, 5), torch.randint(0, 5, (16,))
     expected = class_balanced_loss(
-        z, y, class_balanced_weights(COUNTS, 0.999), loss=loss, gamma=1.5, reduction=reduction
+        z, y, class_balanced_weights(COUNTS, 0.999), loss=loss, gamma=gamma, reduction=reduction
     )
     assert torch.equal(criterion(z, y), expected)
 
@@ -94,3 +95,40 @@ def test_cross_entropy_equivalence_of_module_at_beta_zero():
     criterion = ClassBalancedLoss(COUNTS, beta=0.0)
     z, y = torch.randn(32, 5), torch.randint(0, 5, (32,))
     torch.testing.assert_close(criterion(z, y), F.cross_entropy(z, y))
+
+
+@pytest.mark.parametrize("loss", ["softmax", "sigmoid"])
+def test_gamma_is_refused_for_a_loss_without_a_focal_term(loss):
+    # It was silently ignored (CDBLoss refuses the same); the message names both and the losses that use it.
+    with pytest.raises(ValueError) as info:
+        ClassBalancedLoss(COUNTS, beta=0.99, loss=loss, gamma=2)
+    assert str(info.value) == (
+        f"gamma is used only with loss='focal' or 'softmax_focal'; got gamma=2.0 with loss='{loss}'"
+    )
+    assert ClassBalancedLoss(COUNTS, beta=0.99, loss=loss, gamma=0.0).gamma == 0.0
+    assert ClassBalancedLoss(COUNTS, beta=0.99, loss=loss).gamma == 0.0
+    with pytest.raises(ValueError, match=r"gamma must be in \[0, inf\]; got -1.0"):
+        ClassBalancedLoss(COUNTS, loss=loss, gamma=-1.0)
+
+
+@pytest.mark.parametrize("loss", ["focal", "softmax_focal"])
+def test_focal_losses_keep_their_gamma(loss):
+    assert ClassBalancedLoss(COUNTS, beta=0.99, loss=loss, gamma=2).gamma == 2.0
+    assert ClassBalancedLoss(COUNTS, beta=0.99, loss=loss, gamma=0).gamma == 0.0
+
+
+def test_trainer_never_passes_gamma_to_a_loss_without_a_focal_term():
+    # The harness builds cb_softmax / cb_sigmoid / ce / sigmoid without reading gamma, so a non-zero
+    # configured gamma (meant for the focal losses) does not reach them.
+    import dataclasses
+    from types import SimpleNamespace
+
+    from longtail.train import LOSSES, TrainConfig
+
+    defaults = TrainConfig(dataset="synthetic")
+    fields = {f.name: getattr(defaults, f.name) for f in dataclasses.fields(TrainConfig)}
+    config = SimpleNamespace(**{**fields, "gamma": 3.0, "beta": 0.99})  # every field a spec may read
+    for name, spec in LOSSES.items():
+        criterion = spec.build_loss(config, torch.tensor(COUNTS))
+        if isinstance(criterion, ClassBalancedLoss):
+            assert criterion.gamma == (3.0 if criterion.loss in ("focal", "softmax_focal") else 0.0), name

@@ -77,6 +77,8 @@ def test_a_builder_gets_exactly_the_fields_its_spec_reads(registry):
         (dict(augment="yes"), TypeError, r"augment must be True or False; got str 'yes'"),
         (dict(reduction="sum"), ValueError, r"reduction must be one of 'mean', 'weighted_mean'; got 'sum'"),
         (dict(milestones=[5, -1]), ValueError, r"milestones\[1\] must be an integer >= 0; got -1"),
+        (dict(seed=2**70), ValueError, r"seed must be an integer in \[0, 4294967295\]; got 1180591620717411303424"),
+        (dict(subset_seed=-1), ValueError, r"subset_seed must be an integer in \[0, 4294967295\]; got -1"),
         (dict(few_threshold=200, many_threshold=100), ValueError, r"few_threshold must be <= many_threshold"),
     ],
 )

@@ -222,3 +222,18 @@ def test_deferred_reweighting_of_a_focal_loss_keeps_its_weight_with_the_loss(syn
 
     state = load_checkpoint(tmp_path / "checkpoint.pt")
     torch.testing.assert_close(state["criterion"]["weight"], class_balanced_weights(synthetic_data.counts, 0.9999))
+
+
+def test_compile_traces_one_graph_the_short_batch_and_evaluation_run_eagerly(tmp_path, monkeypatch):
+    # Each extra graph (the epoch's last, shorter batch; eval mode) cost a ~20 s recompile on the CPU.
+    from torch._dynamo.utils import counters
+
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model: compile_(model, backend="eager"))
+    torch._dynamo.reset()
+    counters.clear()
+    config = TrainConfig(**{**FAST, "epochs": 2}, compile=True, val_per_class=5, eval_every=1)
+    result = train(config, tmp_path, verbose=0)
+    assert sum(result["train_counts"]) % config.batch_size > 1  # there is a short last batch
+    assert result["status"] == "complete" and math.isfinite(result["history"][-1]["train_loss"])
+    assert counters["stats"]["unique_graphs"] == 1

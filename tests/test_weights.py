@@ -5,6 +5,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from longtail import class_balanced_weights, effective_number
 
@@ -126,3 +128,53 @@ def test_paper_weights_cifar10_lt_rho100():
     w = class_balanced_weights(counts, 0.9999, dtype=torch.float64)
     raw = [(1 - 0.9999) / (1 - 0.9999**n) for n in counts]
     assert w.tolist() == pytest.approx([10 * r / math.fsum(raw) for r in raw], rel=1e-12)
+
+
+# --- subnormal counts -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("beta", [0.9, 0.5, 1 - 1e-12, 1.0])
+def test_subnormal_count_gets_the_limit_not_nan(beta):
+    # The weight of a count of 1e-320 is ~1e320 (inf in float64); the rescaling inf / inf gave [nan, 0].
+    # The limit as the count goes to 0: all the weight on the smallest count.
+    assert class_balanced_weights([1e-320, 1], beta).tolist() == [2.0, 0.0]
+    assert class_balanced_weights([1e-320, 1e-320, 0, 3], beta, zero_counts="ignore").tolist() == [1.5, 1.5, 0.0, 0.0]
+    # Two subnormal counts keep their ratio: w ~ 1 / n near 0 (5e-324 and 1e-323 are 1 and 2 times the smallest).
+    w = class_balanced_weights([5e-324, 1e-323, 1.0], beta, dtype=torch.float64)
+    assert w.tolist()[:2] == pytest.approx([2.0, 1.0], rel=1e-12)
+    assert 0 <= float(w[2]) < 1e-300
+
+
+def test_ordinary_counts_are_unchanged_bit_for_bit():
+    # The log-space form is used only where a denominator is subnormal; ordinary counts keep the direct form.
+    n = torch.tensor([5000.0, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50, 0.5, 1e-300], dtype=torch.float64)
+    for beta in [0.0, 0.9, 0.999, 0.9999, 1.0]:
+        if beta == 1.0:
+            raw = 1.0 / n
+        elif beta == 0.0:
+            raw = torch.ones_like(n)
+        else:
+            raw = (1.0 - beta) / -torch.expm1(n * torch.log1p(torch.tensor(beta - 1.0, dtype=torch.float64)))
+        expected = raw * (torch.tensor(len(n)) / raw.sum())  # tensor / tensor, as the library rescales
+        assert torch.equal(class_balanced_weights(n, beta, dtype=torch.float64), expected)
+
+
+COUNT = st.one_of(
+    st.floats(0.0, 1e12),
+    st.floats(5e-324, 1e-300, allow_subnormal=True),
+    st.sampled_from([0.0, 5e-324, 1e-320, 2.2250738585072014e-308, 1e-308, 1.0, 1e12]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(counts=st.lists(COUNT, min_size=1, max_size=8), beta=st.floats(0.0, 1.0))
+def test_weights_are_finite_non_negative_and_sum_to_the_present_classes(counts, beta):
+    assume(any(c > 0 for c in counts))
+    w = class_balanced_weights(counts, beta, zero_counts="ignore", dtype=torch.float64)
+    present = sum(c > 0 for c in counts)
+    assert bool(torch.isfinite(w).all()) and bool((w >= 0).all())
+    assert float(w.sum()) == pytest.approx(present, rel=1e-9)
+    assert all(float(w[i]) == 0.0 for i, c in enumerate(counts) if c == 0)
+    # Rarer classes never get less weight (1 / E(n) falls as n grows).
+    order = sorted((c, float(w[i])) for i, c in enumerate(counts) if c > 0)
+    assert all(a[1] >= b[1] * (1 - 1e-9) for a, b in zip(order, order[1:]))

@@ -28,11 +28,11 @@ _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8
 CB_FAMILIES = ("cb_softmax", "cb_sigmoid", "cb_focal", "cb_softmax_focal")
 
 
-def load(results: Path) -> dict[tuple[float, str], dict[int, dict[str, Any]]]:
-    """Finished runs whose configuration is the matrix's current one (stale recipes are left out)."""
+def load(results: Path, grid: Any = cells) -> dict[tuple[float, str], dict[int, dict[str, Any]]]:
+    """Finished runs whose configuration is the grid's current one (stale recipes are left out)."""
     from longtail.train import TrainConfig
 
-    by_name = {c.name: c for c in cells()}
+    by_name = {c.name: c for c in grid()}
     runs: dict[tuple[float, str], dict[int, dict[str, Any]]] = defaultdict(dict)
     for path in sorted(results.glob("runs/rho*/*/seed*/result.json")):
         result = json.loads(path.read_text())

@@ -134,6 +134,9 @@ def cdb_weights(
       ``d_c = max(1 - A_c, floor)``, so every class keeps at least ``floor**tau`` before rescaling;
     - every class perfect (all difficulties 0): **uniform weights**, all 1, instead of 0/0. A model
       that gets everything right has nothing to rebalance, and it is the limit of equal difficulties;
+    - a large ``tau`` (where ``d**tau`` underflows) gives **the limit** rather than 0/0: the weights
+      are computed in log space, so as ``tau`` grows all the weight goes to the hardest class(es),
+      shared equally among ties (``tau=1e6`` on accuracies ``[0.9, 0.5, 0.1]`` gives ``[0, 0, 3]``);
     - a class absent from the validation data has accuracy NaN (see
       :meth:`ClassDifficulty.accuracy`). With ``previous`` (the weights in use) it **keeps its
       previous weight**, and the measured classes share the rest, ``C - sum(previous[absent])``
@@ -180,6 +183,16 @@ def cdb_weights(
         prev = _check_previous(previous, num_classes)
         kept = torch.where(measured, zeros, prev)
         share = max(float(num_classes) - float(kept.sum()), 0.0)
+    positive = measured & (difficulty > 0)
+    if bool((positive & (raw < torch.finfo(torch.float64).tiny)).any()):
+        # d**tau underflows (a large tau: 0.9**1e6 == 0), so every weight would become 0 and the
+        # fallback below would make them uniform, the opposite of the limit. The weights are ratios,
+        # so take them in log space, tau * log(d) shifted by its largest value: the limit tau -> inf
+        # puts all the weight on the hardest class(es), shared equally by ties. The shift comes before
+        # the product, so even tau near the float64 maximum cannot make it inf - inf. (Ordinary tau
+        # keeps the direct form above, bit for bit.)
+        log_d = torch.where(positive, torch.log(torch.where(positive, difficulty, 1.0)), -math.inf)
+        raw = torch.exp(tau * (log_d - log_d.max()))
     total = float(raw.sum())
     if total > 0.0:
         spread = raw * (share / total)

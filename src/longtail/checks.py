@@ -398,3 +398,38 @@ def as_class_accuracy(values: Any, *, allow_missing: bool, num_classes: int | No
             "its weight)"
         )
     return acc
+
+
+# --- appended: focal gamma per loss, seeds ---------------------------------------------------------
+
+
+FOCAL_LOSSES = ("focal", "softmax_focal")
+
+
+def check_focal_gamma(gamma: Any, loss: str, focal_losses: Sequence[str] = FOCAL_LOSSES) -> float:
+    """``gamma`` (as :func:`check_gamma`) for ``loss``: a non-zero gamma is refused for a loss that has no
+    focal term (it would be silently ignored), e.g. ``loss="softmax"`` or ``"sigmoid"``."""
+    gamma = check_gamma(gamma)
+    if gamma != 0.0 and loss not in focal_losses:
+        allowed = " or ".join(map(repr, focal_losses))
+        raise ValueError(f"gamma is used only with loss={allowed}; got gamma={gamma} with loss={loss!r}")
+    return gamma
+
+
+#: Largest seed accepted: ``torch.Generator.manual_seed`` takes a 64-bit value, so 2**63 - 1 keeps it
+#: valid for signed 64-bit consumers (numpy, ``random``, the trainer's per-worker offsets) as well.
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(value: Any, name: str = "seed", *, high: int = MAX_SEED) -> int:
+    """A random seed: an integer in ``[0, high]`` (default ``2**63 - 1``) as a Python int.
+
+    ``torch.Generator().manual_seed(2**70)`` raises ``ValueError: Overflow when unpacking long long``;
+    this check says which argument and which range instead. A caller that derives further seeds from
+    it (``seed * k + epoch``) passes the smaller ``high`` that keeps those in range too.
+    """
+    seed = check_int(name, value)
+    if not 0 <= seed <= high:
+        bound = "2**63 - 1" if high == MAX_SEED else str(high)
+        raise ValueError(f"{name} must be an integer in [0, {bound}]; got {seed}")
+    return seed

@@ -135,6 +135,8 @@ def build_parser(train_defaults: dict[str, Any] | None = None) -> argparse.Argum
     source.add_argument("--dataset", help="a long-tailed dataset to count: " + _dataset_names())
     source.add_argument("--accuracy", type=_float_list, help="per-class validation accuracies (CDB weights)")
     weights.add_argument("--beta", type=_float_list, default=[0.9, 0.99, 0.999, 0.9999], help="betas, comma-separated")
+    weights.add_argument("--zero-counts", choices=("error", "ignore"), default="error",
+                         help="a class with count 0: 'error' refuses it, 'ignore' gives it weight 0 (default: error)")
     weights.add_argument("--tau", default="dynamic", help="CDB tau: a positive number or 'dynamic'")
     weights.add_argument("--imbalance", type=float, default=100.0)
     weights.add_argument("--profile", default="exp")
@@ -201,8 +203,15 @@ def _cmd_weights(args: argparse.Namespace) -> int:
 
         labels = load_dataset(args.dataset, args.data_dir, train=True).labels
         counts = long_tailed_indices(labels, args.imbalance, args.profile, n_max=args.n_max).counts.double()
+    if not args.beta:  # --beta "" parses to an empty list
+        raise CliError("beta must be one or more comma-separated numbers in [0, 1]; got an empty list")
     header = f"{'class':>5} {'count':>8}" + "".join(f" {'w(' + format(b, 'g') + ')':>11}" for b in args.beta)
-    table = [class_balanced_weights(counts, b, dtype=torch.float64) for b in args.beta]
+    try:
+        table = [class_balanced_weights(counts, b, zero_counts=args.zero_counts, dtype=torch.float64)
+                 for b in args.beta]
+    except ValueError as exc:
+        # The library's hint names its keyword argument; on the command line it is an option.
+        raise CliError(str(exc).replace("pass zero_counts='ignore'", "pass --zero-counts ignore")) from None
     print("class-balanced weights (sum to C); effective number E(n) at the largest beta in the last column")
     print(header + f" {'E(n)':>10}")
     effective = effective_number(counts, max(args.beta))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -22,6 +23,20 @@ def _one_minus_beta_pow(counts: torch.Tensor, beta: float) -> torch.Tensor:
         return (counts > 0).to(torch.float64)
     log_beta = torch.log1p(torch.tensor(-(1.0 - beta), dtype=torch.float64))
     return -torch.expm1(counts * log_beta)
+
+
+def _log_one_minus_beta_pow(counts: torch.Tensor, beta: float) -> torch.Tensor:
+    """``log(1 - beta**n)`` for counts ``n > 0`` and ``beta`` in ``(0, 1)``, finite even where ``1 - beta**n`` is
+    subnormal or underflows to 0 (a subnormal count such as 1e-320).
+
+    ``1 - beta**n = -expm1(t)`` with ``t = n log(beta)``. For tiny ``|t|`` it equals ``-t`` to within ``|t| / 2``
+    relative, and ``log(-t) = log(n) + log(-log(beta))`` is taken from the two factors, so the product ``t``, which
+    may be subnormal or 0, never enters.
+    """
+    log_beta = math.log1p(beta - 1.0)
+    t = counts * log_beta
+    tiny = t.abs() < 1e-150
+    return torch.where(tiny, torch.log(counts) + math.log(-log_beta), torch.log(-torch.expm1(t)))
 
 
 def effective_number(counts: Any, beta: float, *, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -95,11 +110,17 @@ def class_balanced_weights(
         if not bool(present.any()):
             raise ValueError("counts must have at least one positive class; got all zeros")
     safe_n = torch.where(present, n, torch.ones_like(n))
-    if beta == 1.0:
-        weight = 1.0 / safe_n
-    else:
-        weight = (1.0 - beta) / _one_minus_beta_pow(safe_n, beta)
+    denominator = safe_n if beta == 1.0 else _one_minus_beta_pow(safe_n, beta)
+    weight = (1.0 - beta if beta < 1.0 else 1.0) / denominator
     weight = torch.where(present, weight, torch.zeros_like(weight))
+    if normalize and not bool((denominator >= torch.finfo(torch.float64).tiny).all()):
+        # A denominator below the smallest normal float64 (a subnormal count, e.g. 1e-320) makes its weight
+        # overflow to inf, and the rescaling inf / inf gives NaN. The normalised weights are ratios of weights,
+        # so compute them in log space, shifted by the largest: the limit puts all the weight on the smallest
+        # counts. (Ordinary counts keep the direct form above, bit for bit.)
+        log_weight = -torch.log(safe_n) if beta == 1.0 else math.log1p(-beta) - _log_one_minus_beta_pow(safe_n, beta)
+        log_weight = torch.where(present, log_weight, torch.full_like(log_weight, -math.inf))
+        weight = torch.exp(log_weight - log_weight.max())
     if normalize:
         weight = weight * (present.sum() / weight.sum())
     return weight.to(dtype)

@@ -156,6 +156,11 @@ def _load_idx_pair(images_path: Path, labels_path: Path, classes: tuple[str, ...
         raise ValueError(f"{labels_path}: expected uint8 labels (N,), got {labels.dtype} {tuple(labels.shape)}")
     if images.shape[0] != labels.shape[0]:
         raise ValueError(f"{images_path} holds {images.shape[0]} images but {labels_path} {labels.shape[0]} labels")
+    if labels.numel() and int(labels.max()) >= len(classes):  # uint8: never negative
+        raise ValueError(
+            f"{labels_path}: labels must be in [0, {len(classes)}); got values in [{int(labels.min())}, "
+            f"{int(labels.max())}]"
+        )
     # unsqueeze is a view: the (N, 1, H, W) layout costs no copy.
     return LabelledImages(images.unsqueeze(1), labels.to(torch.int64), classes)
 

@@ -2,8 +2,12 @@
 
 Each file is streamed into a temporary file in the destination folder, checked, and only then renamed into place
 with ``os.replace`` (atomic on POSIX and Windows within one folder). Any failure (network error, truncated
-response, wrong hash, corrupt gzip) removes the temporary file, so the folder never holds a partial or unverified
-file under the real name.
+response, wrong hash, corrupt gzip, a deadline passed) removes the temporary file, so the folder never holds a partial
+or unverified file under the real name. A process killed mid-download (SIGKILL, SIGTERM) cannot remove its
+temporary file; the next download of the same file does (:func:`longtail.io.clean_stale_temporaries`).
+
+Two clocks bound a download: ``timeout``, how long one read may wait for data, and ``deadline``, how long the
+whole file may take. A server that sends one byte every few seconds never trips the first; the second stops it.
 
 What the pinned hashes cover: the SHA-256 of each file's *decompressed* IDX content, not of the ``.gz`` bytes.
 Gzip output depends on the compressor and its header timestamp, and real copies differ: Debian's
@@ -23,7 +27,9 @@ import hashlib
 import http.client
 import os
 import re
-import tempfile
+import socket
+import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -31,8 +37,10 @@ import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
+from ..checks import check_real
+from ..io import clean_stale_temporaries, create_temporary
 from .idx import GZIP_MAGIC
 
 
@@ -44,6 +52,7 @@ def default_cache_dir(name: str) -> Path:
 
 __all__ = [
     "default_cache_dir",
+    "DEFAULT_DOWNLOAD_DEADLINE",
     "DEFAULT_MAX_DOWNLOAD_BYTES",
     "FASHION_MNIST_FILES",
     "FASHION_MNIST_SHA256",
@@ -81,6 +90,9 @@ FASHION_MNIST_SHA256: Mapping[str, str] = MappingProxyType(
 #: decompressed); stops a misbehaving server or a gzip bomb from filling the disk or burning CPU.
 DEFAULT_MAX_DOWNLOAD_BYTES = 256 << 20
 
+#: Seconds one file's download may take in all (connection, headers and body), whatever the per-read timeout.
+DEFAULT_DOWNLOAD_DEADLINE = 300.0
+
 _CHUNK = 1 << 20
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
@@ -114,14 +126,86 @@ def content_sha256(path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX
     return digest.hexdigest()
 
 
-def _opener() -> urllib.request.OpenerDirector:
+class _Watchdog:
+    """Shuts down the download's sockets when the deadline passes, which wakes a read blocked on them.
+
+    The per-read ``timeout`` restarts with every byte received, so a server trickling bytes never trips it; a
+    deadline checked between reads is not enough either, since one ``read`` of a large chunk waits for the whole
+    chunk. Shutting the socket down from a timer thread ends that read at once.
+    """
+
+    def __init__(self, deadline: float) -> None:
+        self.expired = threading.Event()
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(deadline, self._fire)
+        self._timer.daemon = True
+
+    def track(self, sock: Any) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired.is_set():
+                self._shutdown(sock)
+
+    @staticmethod
+    def _shutdown(sock: Any) -> None:
+        with contextlib.suppress(OSError, AttributeError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.expired.set()
+            for sock in self._sockets:
+                self._shutdown(sock)
+
+    def __enter__(self) -> _Watchdog:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+
+def _tracked(base: type[http.client.HTTPConnection], watchdog: _Watchdog) -> type[http.client.HTTPConnection]:
+    """``base`` whose connected socket is handed to ``watchdog``."""
+
+    class Tracked(base):  # type: ignore[valid-type, misc]
+        def connect(self) -> None:
+            super().connect()
+            watchdog.track(self.sock)
+
+    return Tracked
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, watchdog: _Watchdog) -> None:
+        super().__init__()
+        self._watchdog = watchdog
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_tracked(http.client.HTTPConnection, self._watchdog), req)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, watchdog: _Watchdog) -> None:
+        super().__init__()
+        self._watchdog = watchdog
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        kwargs: dict[str, Any] = {"context": self._context}  # type: ignore[attr-defined]
+        if hasattr(self, "_check_hostname"):  # Python 3.10 and 3.11 pass it separately
+            kwargs["check_hostname"] = self._check_hostname
+        return self.do_open(_tracked(http.client.HTTPSConnection, self._watchdog), req, **kwargs)
+
+
+def _opener(watchdog: _Watchdog) -> urllib.request.OpenerDirector:
     # Only HTTP(S) handlers (no file:, ftp:, data:), so neither the URL nor a redirect can reach another scheme.
     # Built per call so proxy settings are read from the environment at call time.
     opener = urllib.request.OpenerDirector()
     for handler in (
         urllib.request.ProxyHandler(),
-        urllib.request.HTTPHandler(),
-        urllib.request.HTTPSHandler(),
+        _HTTPHandler(watchdog),
+        _HTTPSHandler(watchdog),
         urllib.request.HTTPRedirectHandler(),
         urllib.request.HTTPDefaultErrorHandler(),
         urllib.request.HTTPErrorProcessor(),
@@ -130,27 +214,62 @@ def _opener() -> urllib.request.OpenerDirector:
     return opener
 
 
-def _fetch(url: str, out: BinaryIO, *, timeout: float, max_bytes: int) -> int:
-    """Stream ``url`` into ``out``; return the byte count. Raises ValueError on a short or oversized body."""
+def _fetch(url: str, out: BinaryIO, *, timeout: float, deadline: float, max_bytes: int) -> int:
+    """Stream ``url`` into ``out``; return the byte count.
+
+    Raises:
+        ValueError: a short or oversized body.
+        TimeoutError: no data for ``timeout`` seconds, or the download took longer than ``deadline``; names the URL.
+        OSError: any other network failure, naming the URL.
+    """
     request = urllib.request.Request(url, headers={"User-Agent": "longtail-data"})
-    try:
-        with _opener().open(request, timeout=timeout) as response:
-            declared: int | None = None
-            header = response.headers.get("Content-Length")
-            if header is not None and header.strip().isdigit():
-                declared = int(header)
-                if declared > max_bytes:
-                    raise ValueError(f"{url}: server announces {declared} bytes, above max_bytes={max_bytes}")
-            received = 0
-            while chunk := response.read(_CHUNK):
-                received += len(chunk)
-                if received > max_bytes:
-                    raise ValueError(f"{url}: response exceeds max_bytes={max_bytes}")
-                out.write(chunk)
-    except http.client.IncompleteRead as exc:
-        raise ValueError(f"{url}: truncated download ({exc})") from exc
-    except urllib.error.URLError as exc:
-        raise OSError(f"could not download {url}: {exc.reason}") from exc
+    declared: int | None = None
+    received = 0
+    end = time.monotonic() + deadline
+    passed = False  # the deadline, seen between two reads
+
+    def too_slow() -> TimeoutError:
+        return TimeoutError(
+            f"{url}: download did not finish within deadline={deadline:g} s ({received} bytes received); the "
+            "server is stalled or very slow (pass a larger deadline for a slow connection)"
+        )
+
+    def stalled() -> TimeoutError:
+        return TimeoutError(f"{url}: no data for timeout={timeout:g} s ({received} bytes received)")
+
+    with _Watchdog(deadline) as watchdog:
+        try:
+            with _opener(watchdog).open(request, timeout=timeout) as response:
+                header = response.headers.get("Content-Length")
+                if header is not None and header.strip().isdigit():
+                    declared = int(header)
+                    if declared > max_bytes:
+                        raise ValueError(f"{url}: server announces {declared} bytes, above max_bytes={max_bytes}")
+                while chunk := response.read(_CHUNK):
+                    received += len(chunk)
+                    if received > max_bytes:
+                        raise ValueError(f"{url}: response exceeds max_bytes={max_bytes}")
+                    out.write(chunk)
+                    if watchdog.expired.is_set() or time.monotonic() > end:
+                        passed = True
+                        break
+        except ValueError:
+            raise
+        except http.client.IncompleteRead as exc:
+            if watchdog.expired.is_set():
+                raise too_slow() from exc
+            raise ValueError(f"{url}: truncated download ({exc})") from exc
+        except urllib.error.HTTPError as exc:
+            raise OSError(f"could not download {url}: HTTP {exc.code} {exc.reason}") from exc
+        except (OSError, http.client.HTTPException) as exc:  # URLError is an OSError
+            if watchdog.expired.is_set():
+                raise too_slow() from exc
+            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+            if isinstance(reason, TimeoutError):
+                raise stalled() from exc
+            raise OSError(f"could not download {url}: {str(reason) or type(reason).__name__}") from exc
+        if passed or watchdog.expired.is_set():  # (the watchdog's shutdown ends the body early)
+            raise too_slow()
     # http.client returns a short body without raising when the server closes early, so compare ourselves.
     if declared is not None and received != declared:
         raise ValueError(f"{url}: truncated download: received {received} of {declared} bytes")
@@ -164,6 +283,7 @@ def download_verified(
     *,
     timeout: float = 60.0,
     max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
+    deadline: float = DEFAULT_DOWNLOAD_DEADLINE,
 ) -> Path:
     """Download ``url`` to ``dest`` atomically, accepting it only if its content has SHA-256 ``sha256``.
 
@@ -174,17 +294,22 @@ def download_verified(
         url: an ``http://`` or ``https://`` URL.
         dest: final path; its folder is created if needed and also holds the temporary file.
         sha256: expected hex digest (64 hex digits, any case).
-        timeout: socket timeout in seconds.
+        timeout: socket timeout in seconds: the longest one read may wait for data.
         max_bytes: cap on downloaded and on decompressed bytes.
+        deadline: seconds the whole download may take (connection, headers and body), however steadily the
+            server sends; default :data:`DEFAULT_DOWNLOAD_DEADLINE`.
 
     Returns:
         ``Path(dest)``.
 
     Raises:
-        ValueError: bad URL scheme or digest string, truncated or oversized response, corrupt gzip, hash mismatch.
-            No file is left behind (neither ``dest`` nor a temporary file).
+        ValueError: bad URL scheme, digest string, ``timeout`` or ``deadline``; truncated or oversized response,
+            corrupt gzip, hash mismatch. No file is left behind (neither ``dest`` nor a temporary file).
+        TimeoutError: no data for ``timeout`` seconds, or the download passed its ``deadline``; names the URL.
         OSError: network failure or HTTP error status.
     """
+    timeout = check_real("timeout", timeout, low=0.0, low_open=True, finite=True)
+    deadline = check_real("deadline", deadline, low=0.0, low_open=True, finite=True)
     expected = _check_sha256(sha256, url)
     scheme = urllib.parse.urlsplit(url).scheme.lower()
     if scheme not in ("http", "https"):
@@ -197,16 +322,18 @@ def download_verified(
             if content_sha256(target, max_bytes=max_bytes) == expected:
                 return target
 
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    # .part files of downloads killed before they could clean up (SIGKILL, SIGTERM); a live download's is kept.
+    clean_stale_temporaries(target.parent, target.name, suffix=".part")
+    fd, tmp_name = create_temporary(target, suffix=".part")
     try:
         with os.fdopen(fd, "wb") as out:
-            _fetch(url, out, timeout=timeout, max_bytes=max_bytes)
+            _fetch(url, out, timeout=timeout, deadline=deadline, max_bytes=max_bytes)
             out.flush()
             os.fsync(out.fileno())
         got = content_sha256(tmp_name, max_bytes=max_bytes)
         if got != expected:
             raise ValueError(f"{url}: SHA-256 mismatch: expected {expected}, got {got} (corrupt or wrong file)")
-        # mkstemp creates the file 0600; a dataset cache is usually shared (read-only) with other users.
+        # A dataset cache is usually shared (read-only) with other users, whatever the umask.
         os.chmod(tmp_name, 0o644)
         os.replace(tmp_name, target)
     except BaseException:
@@ -224,6 +351,7 @@ def download_fashion_mnist(
     sha256: Mapping[str, str] | None = None,
     timeout: float = 60.0,
     max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
+    deadline: float = DEFAULT_DOWNLOAD_DEADLINE,
 ) -> Path:
     """Download the four Fashion-MNIST files into ``cache_dir`` (files already present and valid are kept).
 
@@ -235,6 +363,7 @@ def download_fashion_mnist(
             the pinned :data:`FASHION_MNIST_SHA256`. Meant for mirrors of modified data and for tests.
         timeout: socket timeout per request, seconds.
         max_bytes: per-file cap on downloaded and decompressed bytes.
+        deadline: seconds each file's download may take in all.
 
     Returns:
         The folder holding the four verified files.
@@ -242,7 +371,7 @@ def download_fashion_mnist(
     Raises:
         ValueError: a missing name in ``sha256``, or a file that fails verification (see
             :func:`download_verified`); files verified before the failure stay, the failing one leaves nothing.
-        OSError: network failure.
+        OSError: network failure (TimeoutError: a stalled server or a passed deadline).
     """
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir("fashion-mnist")
     base = base_url or os.environ.get(FASHION_MNIST_URL_ENV) or FASHION_MNIST_URL
@@ -252,6 +381,7 @@ def download_fashion_mnist(
         raise ValueError(f"sha256 must give a digest for each of {FASHION_MNIST_FILES}; got none for {missing}")
     for name in FASHION_MNIST_FILES:
         download_verified(
-            f"{base.rstrip('/')}/{name}", folder / name, hashes[name], timeout=timeout, max_bytes=max_bytes
+            f"{base.rstrip('/')}/{name}", folder / name, hashes[name], timeout=timeout, max_bytes=max_bytes,
+            deadline=deadline,
         )
     return folder

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from ..checks import REDUCTIONS, as_counts, check_beta, check_choice, check_gamma, check_ignore_index
+from ..checks import REDUCTIONS, as_counts, check_beta, check_choice, check_focal_gamma, check_ignore_index
 from ..counts import class_counts
 from ..functional._core import check_multilabel_weight
 from ..functional.class_balanced import LOSSES, class_balanced_loss
@@ -28,7 +28,8 @@ class ClassBalancedLoss(WeightedLoss):
         beta: in ``[0, 1]``; 0 is the unweighted loss, 1 inverse frequency. The paper's grid is
             {0.9, 0.99, 0.999, 0.9999}.
         loss: ``"softmax"``, ``"sigmoid"``, ``"focal"`` (sigmoid focal) or ``"softmax_focal"``.
-        gamma: focal parameter.
+        gamma: focal parameter ``>= 0`` for ``"focal"`` and ``"softmax_focal"``; must stay 0 with
+            ``"softmax"`` and ``"sigmoid"``, which have no focal term (a non-zero value raises ValueError).
         reduction: ``"mean"`` (official), ``"weighted_mean"`` (PyTorch's), ``"sum"`` or ``"none"``.
         ignore_index: class-index targets equal to it are skipped.
         zero_counts: ``"error"`` or ``"ignore"`` (absent classes get weight 0).
@@ -61,7 +62,8 @@ class ClassBalancedLoss(WeightedLoss):
         super().__init__(weight=class_balanced_weights(counts, beta, zero_counts=zero_counts))
         self.beta = beta
         self.loss = check_choice("loss", loss, LOSSES)
-        self.gamma = check_gamma(gamma)
+        # A focal parameter for a loss without a focal term would be ignored silently: refused instead.
+        self.gamma = check_focal_gamma(gamma, self.loss)
         self.reduction = check_choice("reduction", reduction, REDUCTIONS)
         self.ignore_index = check_ignore_index(ignore_index)
         self.multilabel_weight = check_multilabel_weight(multilabel_weight)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import InitVar, dataclass, field
 from typing import Any
 
-from ..checks import check_choice, check_int, check_real, check_tau
+from ..checks import check_choice, check_int, check_real, check_seed, check_tau
 from ..data.registry import DATASETS
 from ..data.subsample import PROFILES
 from ..models import available_models
@@ -56,6 +56,12 @@ def _real(**bounds: Any) -> Check:
 
 def _integer(low: int | None = None) -> Check:
     return lambda name, value: check_int(name, value, low=low)
+
+
+def _seed(name: str, value: Any) -> int:
+    # 32 bits, as numpy's seeds; the trainer derives each epoch's seed as seed * 1_000_003 + epoch, which stays
+    # far inside torch's 64-bit seeds.
+    return check_seed(value, name, high=2**32 - 1)
 
 
 def _flag(name: str, value: Any) -> bool:
@@ -119,7 +125,7 @@ class TrainConfig:
                                optional=True)
     val_per_class: int = option(0, "balanced validation images held out per class before the imbalance "
                                 "(the losses that need it say so)", check=_integer(0))
-    subset_seed: int = option(0, "seed of the long-tailed subset draw", check=_integer())
+    subset_seed: int = option(0, "seed of the long-tailed subset draw", check=_seed)
 
     # loss
     loss: str = option("ce", "the loss (see the list below)", choices=lambda: LOSSES)
@@ -160,7 +166,7 @@ class TrainConfig:
                              check=_integer(0), optional=True)
 
     # execution and evaluation
-    seed: int = option(0, "seed of the initialisation, data order and augmentation", check=_integer())
+    seed: int = option(0, "seed of the initialisation, data order and augmentation", check=_seed)
     device: str = option("auto", "auto, cpu, cuda, cuda:N or mps", check=_device, execution_only=True)
     amp: str = option("auto", "mixed precision: auto (bfloat16 autocast on CUDA and on CPUs with native bfloat16, "
                       "AVX512-BF16 or AMX; float32 elsewhere), bf16 or off; the loss is computed in float32",

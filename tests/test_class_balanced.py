@@ -12,6 +12,17 @@ from longtail import class_balanced_weights
 from longtail.functional import class_balanced_loss, focal_loss, sigmoid_focal_loss
 
 LOSSES = ["softmax", "sigmoid", "focal", "softmax_focal"]
+FOCAL = ("focal", "softmax_focal")
+
+
+def _gamma(loss, gamma):
+    """``gamma`` for a focal loss; 0 for softmax / sigmoid, which have no focal term and refuse a gamma."""
+    return gamma if loss in FOCAL else 0.0
+
+
+def _with_gammas(gammas, losses=LOSSES):
+    """(loss, gamma) pairs: every gamma for the focal losses, gamma 0 once for the others."""
+    return [(loss, g) for loss in losses for g in (gammas if loss in FOCAL else [0.0])]
 
 # A 3-class example small enough to follow on paper.
 Z = [[2.0, 0.5, -1.0], [0.1, 0.2, 3.0], [-0.5, 1.5, 0.0]]
@@ -41,8 +52,7 @@ def _hand(loss, gamma):
     return total / len(Y)
 
 
-@pytest.mark.parametrize("loss", LOSSES)
-@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
+@pytest.mark.parametrize("loss, gamma", _with_gammas([0.0, 0.5, 2.0]))
 def test_hand_computed_three_classes(loss, gamma):
     w = class_balanced_weights(COUNTS, BETA, dtype=torch.float64)
     got = class_balanced_loss(torch.tensor(Z, dtype=torch.float64), torch.tensor(Y), w, loss=loss, gamma=gamma)
@@ -59,9 +69,8 @@ def test_hand_computed_literal_values():
     assert float(class_balanced_loss(z, y, w, loss="softmax", reduction="sum")) == pytest.approx(0.38947, abs=2e-5)
 
 
-@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("loss, gamma", _with_gammas([0.5, 1.0, 2.0]))
 @pytest.mark.parametrize("beta", [0.9, 0.99, 0.999, 0.9999])
-@pytest.mark.parametrize("gamma", [0.5, 1.0, 2.0])
 def test_matches_official_formulas_on_random_inputs(loss, beta, gamma):
     gen = torch.Generator().manual_seed(hash((loss, beta, gamma)) % 2**31)
     n, c = 64, 7
@@ -79,7 +88,7 @@ def test_reductions_relate_as_documented():
     z, y = torch.randn(20, 5, dtype=torch.float64), torch.randint(0, 5, (20,))
     w = torch.rand(5, dtype=torch.float64) + 0.2
     for loss in LOSSES:
-        kw = dict(loss=loss, gamma=1.5)
+        kw = dict(loss=loss, gamma=_gamma(loss, 1.5))
         none = class_balanced_loss(z, y, w, reduction="none", **kw)
         assert none.shape == (20,)
         assert float(class_balanced_loss(z, y, w, reduction="sum", **kw)) == pytest.approx(float(none.sum()), rel=1e-12)
@@ -176,8 +185,9 @@ def test_one_hot_float_target_equals_index_target(loss, reduction):
     z, y = torch.randn(12, 5, dtype=torch.float64) * 3, torch.randint(0, 5, (12,))
     w = torch.rand(5, dtype=torch.float64) + 0.1
     onehot = F.one_hot(y, 5).double()
-    a = _value_and_grad(lambda t: class_balanced_loss(t, y, w, loss=loss, gamma=2.0, reduction=reduction), z)
-    b = _value_and_grad(lambda t: class_balanced_loss(t, onehot, w, loss=loss, gamma=2.0, reduction=reduction), z)
+    gamma = _gamma(loss, 2.0)
+    a = _value_and_grad(lambda t: class_balanced_loss(t, y, w, loss=loss, gamma=gamma, reduction=reduction), z)
+    b = _value_and_grad(lambda t: class_balanced_loss(t, onehot, w, loss=loss, gamma=gamma, reduction=reduction), z)
     torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
 
 
@@ -190,7 +200,7 @@ def test_softmax_soft_targets_are_linear_in_the_target(loss):
     lam = torch.rand(n, 1, dtype=torch.float64)
     t = lam * F.one_hot(a, c) + (1 - lam) * F.one_hot(b, c)
     w = torch.rand(c, dtype=torch.float64) + 0.1
-    kw = dict(loss=loss, gamma=2.0, reduction="none")
+    kw = dict(loss=loss, gamma=_gamma(loss, 2.0), reduction="none")
     mixed = class_balanced_loss(z, t, w, **kw)
     expected = lam[:, 0] * class_balanced_loss(z, a, w, **kw) + (1 - lam[:, 0]) * class_balanced_loss(z, b, w, **kw)
     torch.testing.assert_close(mixed, expected, rtol=1e-12, atol=1e-14)
@@ -270,9 +280,8 @@ def test_softmax_focal_matches_direct_formula_with_weight():
 # --- gradients and numerics ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("loss, gamma", _with_gammas([0.0, 0.25, 0.5, 1.0, 2.0, 5.0]))
 @pytest.mark.parametrize("scale", [100.0, 1e4, 1e30])
-@pytest.mark.parametrize("gamma", [0.0, 0.25, 0.5, 1.0, 2.0, 5.0])
 def test_focal_modulator_is_finite_for_extreme_logits_at_every_gamma(loss, scale, gamma):
     z = torch.tensor([[1.0, -1.0, 0.5], [-1.0, 1.0, -0.5], [1.0, 1.0, -1.0], [-1.0, -1.0, -1.0]]) * scale
     y = torch.tensor([0, 0, 2, 1])  # confident-right, confident-wrong, tied, all-negative
@@ -311,6 +320,11 @@ def test_hard_positive_with_very_negative_logit_keeps_its_focal_modulator():
         (dict(reduction="avg"), ValueError, "reduction must be one of 'mean', 'weighted_mean', 'sum', 'none'; got 'avg'"),
         (dict(gamma=-1.0), ValueError, r"gamma must be in \[0, inf\]; got -1.0"),
         (dict(gamma=float("nan")), ValueError, "gamma must be a number; got NaN"),
+        # No focal term in softmax / sigmoid: a gamma would be ignored silently (as ClassBalancedLoss refuses it).
+        (dict(loss="softmax", gamma=2.0), ValueError,
+         "gamma is used only with loss='focal' or 'softmax_focal'; got gamma=2.0 with loss='softmax'"),
+        (dict(loss="sigmoid", gamma=0.5), ValueError,
+         "gamma is used only with loss='focal' or 'softmax_focal'; got gamma=0.5 with loss='sigmoid'"),
         (dict(multilabel_weight="max"), ValueError, "multilabel_weight must be one of 'average', 'by_class'; got 'max'"),
     ],
 )
@@ -328,9 +342,10 @@ def test_numpy_reference_is_itself_right():
     assert official_loss(z, np.array([0]), np.ones(3), "softmax") == pytest.approx(ce, rel=1e-14)
 
 
-@pytest.mark.parametrize("loss, target_kind", [(loss, "soft") for loss in LOSSES]
-                         + [("sigmoid", "multi_hot"), ("focal", "multi_hot")])
-@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
+@pytest.mark.parametrize("loss, gamma, target_kind",
+                         [(loss, gamma, "soft") for loss, gamma in _with_gammas([0.0, 0.5, 2.0])]
+                         + [(loss, gamma, "multi_hot")
+                            for loss, gamma in _with_gammas([0.0, 0.5, 2.0], ["sigmoid", "focal"])])
 def test_gradients_of_every_order_with_float_targets_at_every_gamma(loss, gamma, target_kind):
     # gradgradcheck: gradient penalties and Hessian-vector products need finite second derivatives. Float
     # targets of exactly 0 or 1 once put log(0) inside a logaddexp: right first derivatives, NaN second ones.

@@ -1,8 +1,10 @@
 """Every command of the `longtail` CLI, its --help, and one-line errors for bad arguments."""
 
 import json
+import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -60,6 +62,13 @@ def test_weights_from_a_dataset(capsys):
         (["weights", "--counts", "5,-1"], "non-negative"),
         (["weights", "--counts", "a,b"], "comma-separated numbers"),
         (["train", "--epochs", "x"], "invalid int value"),
+        (["train", "--dataset", "synthetic", "--device", "cuda:abc"],
+         "longtail train: error: device must be 'auto', 'cpu', 'cuda', 'cuda:N' (N a GPU index), 'mps' or 'mps:0'; "
+         "got 'cuda:abc'"),
+        (["train", "--dataset", "synthetic", "--batch-size", "1"],
+         "longtail train: error: batch_size must be >= 2 x the world size = 2 (2 samples for each of 1 process: "
+         "BatchNorm needs two); got 1"),
+        (["train", "--dataset", "synthetic", "--resume", "--overwrite"], "not allowed with argument --resume"),
     ],
 )
 def test_bad_arguments_give_one_line_errors(args, message, capsys):
@@ -87,13 +96,28 @@ def test_train_command_writes_results(tmp_path):
     assert result["config"]["beta"] == 0.999
 
 
-def test_demo_on_synthetic_data(tmp_path):
-    done = run("demo", "--dataset", "synthetic", "--n-max", "40", "--imbalance", "10", "--epochs", "1", "--out", str(tmp_path),
-               "--quiet", "--many-threshold", "30", "--few-threshold", "10")
+def test_demo_on_synthetic_data(tmp_path, capsys):
+    demo = ["demo", "--dataset", "synthetic", "--n-max", "40", "--imbalance", "10", "--out", str(tmp_path), "--quiet",
+            "--many-threshold", "30", "--few-threshold", "10"]
+    done = run(*demo, "--epochs", "1")
     assert done.returncode == 0, done.stderr
     assert "class-balanced softmax" in done.stdout and "few-shot (<10)" in done.stdout
-    assert (tmp_path / "per_class_accuracy.png").stat().st_size > 10_000
-    assert (tmp_path / "ce" / "result.json").exists() and (tmp_path / "cb_softmax" / "result.json").exists()
+    (folder,) = tmp_path.iterdir()  # one folder per configuration
+    assert folder.name.startswith("synthetic-rho10-1ep-seed0-")
+    assert (folder / "per_class_accuracy.png").stat().st_size > 10_000
+    assert (folder / "ce" / "result.json").exists() and (folder / "cb_softmax" / "result.json").exists()
+    first = json.loads((folder / "ce" / "result.json").read_text())
+
+    # Another configuration (more epochs) trains beside it; it once failed with "cannot resume".
+    assert main([*demo, "--epochs", "2"]) == 0
+    assert "cannot resume" not in capsys.readouterr().err
+    second = sorted(p for p in tmp_path.iterdir() if p != folder)
+    assert [p.name[:26] for p in second] == ["synthetic-rho10-2ep-seed0-"]
+    assert json.loads((second[0] / "ce" / "result.json").read_text())["config"]["epochs"] == 2
+    # The first configuration again: its finished runs are reused as they are.
+    assert main([*demo, "--epochs", "1"]) == 0
+    assert capsys.readouterr().out.count("already complete") == 2
+    assert json.loads((folder / "ce" / "result.json").read_text()) == first
 
 
 def test_preset_values_are_defaults_that_explicit_flags_override(monkeypatch):
@@ -165,3 +189,74 @@ def test_torch_seed_overflow_and_check_seed():
         check_seed(1.5)
     with pytest.raises(ValueError, match=r"subset_seed must be an integer in \[0, 1000\]; got 1001"):
         check_seed(1001, "subset_seed", high=1000)
+
+
+TRAIN = ["train", "--dataset", "synthetic", "--imbalance", "10", "--n-max", "40", "--epochs", "1", "--batch-size", "32",
+         "--width", "8", "--quiet"]
+
+
+def _one_line_error(capsys, code, argv):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == code
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    return err.strip()
+
+
+def test_run_folder_errors_are_one_line(tmp_path, capsys):
+    file = tmp_path / "file"
+    file.write_text("x")
+    assert _one_line_error(capsys, 2, [*TRAIN, "--out", str(file)]) == (
+        f"longtail train: error: --out must be a folder or a path to create one at; got '{file}', an existing file"
+    )
+    folder = tmp_path / "run"
+    assert main([*TRAIN, "--out", str(folder)]) == 0
+    assert _one_line_error(capsys, 2, [*TRAIN, "--out", str(folder)]) == (
+        f"longtail train: error: {folder} holds a run (status complete); pass --resume to continue it, or "
+        "--overwrite to replace it"
+    )
+    assert main([*TRAIN, "--out", str(folder), "--overwrite"]) == 0
+    # result.json lost beside a finished checkpoint: --resume writes it again.
+    (folder / "result.json").unlink()
+    assert main([*TRAIN, "--out", str(folder), "--resume"]) == 0
+    assert json.loads((folder / "result.json").read_text())["status"] == "complete"
+    # A damaged checkpoint: one line, exit 2.
+    (folder / "checkpoint.pt").write_bytes(b"PK\x03\x04 not a real archive")
+    err = _one_line_error(capsys, 2, [*TRAIN, "--out", str(folder), "--resume"])
+    assert err.startswith(f"longtail train: error: cannot resume: {folder / 'checkpoint.pt'} is not a longtail "
+                          "checkpoint: truncated or corrupt archive")
+    assert err.endswith("; pass --overwrite to start the run over")
+
+
+def test_a_diverged_run_exits_1_with_one_line(tmp_path, capsys):
+    folder = tmp_path / "run"
+    assert _one_line_error(capsys, 1, [*TRAIN, "--lr", "1e30", "--out", str(folder)]) == (
+        "longtail train: error: training diverged at epoch 1 (loss nan); lower --lr"
+    )
+    assert json.loads((folder / "result.json").read_text())["status"] == "diverged"
+    assert "cannot be resumed" in _one_line_error(capsys, 2, [*TRAIN, "--lr", "1e30", "--out", str(folder), "--resume"])
+
+
+def test_two_runs_on_one_folder_the_second_fails_at_once_naming_the_holder(tmp_path, capsys):
+    folder = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LONGTAIL_TEST_WRITE_DELAY": "0.5"}  # a long first run
+    first = subprocess.Popen([sys.executable, "-m", "longtail", *TRAIN, "--epochs", "2", "--out", str(folder)],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and first.poll() is None:
+            if (folder / ".lock").exists() and (folder / ".lock").read_text().strip() == str(first.pid):
+                break
+            time.sleep(0.02)
+        start = time.monotonic()
+        err = _one_line_error(capsys, 2, [*TRAIN, "--epochs", "2", "--out", str(folder)])
+        assert time.monotonic() - start < 5  # at once, before loading any data
+        assert err.startswith(f"longtail train: error: {folder} is in use by another run (PID {first.pid} holds ")
+        out, err = first.communicate(timeout=120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait(timeout=30)
+    assert first.returncode == 0, err
+    assert json.loads((folder / "result.json").read_text())["status"] == "complete"

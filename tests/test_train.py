@@ -164,6 +164,37 @@ def test_ddp_two_gloo_processes(tmp_path):
     # The validation counts were summed over both processes before the weights were formed.
     assert sum(result["history"][-1]["cdb_weights"]) == pytest.approx(10.0, rel=1e-5)
     assert done.stdout.count("epoch   2/2") == 1  # only rank 0 logs
+    assert done.stdout.count("balanced accuracy") == 1  # and prints the summary
+
+    # The checkpoint records the world size: the first epoch's state, resumed by one process, is refused.
+    state = load_checkpoint(out / "checkpoint.pt")
+    assert state["world_size"] == 2
+    from longtail.io import save_checkpoint
+
+    save_checkpoint(out / "checkpoint.pt", {**state, "epoch": 0, "history": state["history"][:1]})
+    config = TrainConfig.from_dict(result["config"])
+    with pytest.raises(ValueError, match=r"^cannot resume: the world size must be 2, the checkpoint's \(the data "
+                       r"shards and the gradient average depend on it\); got 1: resume with torchrun --nproc-per-node 2"):
+        train(config, out, resume=True, verbose=0)
+
+
+@pytest.mark.distributed
+def test_ddp_train_loss_is_over_every_process_and_small_batches_are_refused(tmp_path):
+    worker = os.path.join(os.path.dirname(__file__), "train_ddp_worker.py")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", worker,
+               str(tmp_path)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    reports = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
+    for report in reports:  # refused before training (it used to train zero steps and report a loss of 0)
+        assert report["batch_error"] == ("batch_size must be >= 2 x the world size = 4 (2 samples for each of 2 "
+                                         "processes: BatchNorm needs two); got 3")
+    assert not (tmp_path / "refused" / "result.json").exists()
+    # Every rank returns the mean over both shards (it was each rank's own shard), which result.json records.
+    saved = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert saved["world_size"] == 2
+    assert reports[0]["train_loss"] == reports[1]["train_loss"] == [h["train_loss"] for h in saved["history"]]
 
 
 def test_eval_every_evaluates_the_test_set_on_schedule_and_at_the_end(synthetic_data, tmp_path):

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -433,3 +435,54 @@ def check_seed(value: Any, name: str = "seed", *, high: int = MAX_SEED) -> int:
         bound = "2**63 - 1" if high == MAX_SEED else str(high)
         raise ValueError(f"{name} must be an integer in [0, {bound}]; got {seed}")
     return seed
+
+
+# --- appended: the training harness (device names, batch per process, output folder) -----------------------
+
+
+_DEVICE_NAME = re.compile(r"(auto|cpu|(?:cuda|mps)(?::[0-9]+)?)")
+DEVICE_NAMES = "'auto', 'cpu', 'cuda', 'cuda:N' (N a GPU index), 'mps' or 'mps:0'"
+
+
+def check_device_name(name: str, value: Any) -> str:
+    """A device name as the trainer takes it: ``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps`` or ``mps:N``.
+
+    The syntax only: whether this machine has that device is :func:`longtail.train.trainer.resolve_device`'s
+    question (a configuration saved on a GPU machine must still load on a CPU one). ``torch.device("cuda:abc")``
+    raises ``RuntimeError: Invalid device string``; this names the argument and the accepted forms instead.
+    """
+    if not isinstance(value, str) or _DEVICE_NAME.fullmatch(value) is None:
+        raise ValueError(f"{name} must be {DEVICE_NAMES}; got {value!r}")
+    return value
+
+
+def check_batch_per_process(batch_size: Any, world_size: int, name: str = "batch_size") -> int:
+    """A global batch that gives each of ``world_size`` processes at least 2 samples (BatchNorm needs two).
+
+    A smaller batch trains zero steps (every batch is skipped) and would report a loss of 0.
+    """
+    batch_size = check_int(name, batch_size, low=1)
+    need = 2 * world_size
+    if batch_size < need:
+        processes = "1 process" if world_size == 1 else f"{world_size} processes"
+        raise ValueError(
+            f"{name} must be >= 2 x the world size = {need} (2 samples for each of {processes}: BatchNorm needs "
+            f"two); got {batch_size}"
+        )
+    return batch_size
+
+
+def check_output_folder(path: Any, name: str = "out_dir") -> Path:
+    """A folder for a run's files: an existing folder, or a path where one can be created.
+
+    Refuses an existing file at ``path`` or at one of its parents (``mkdir`` would fail there with
+    ``[Errno 17] File exists`` / ``[Errno 20] Not a directory``) before any work is done.
+    """
+    folder = Path(path)
+    for candidate in (folder, *folder.parents):
+        if candidate.exists() or candidate.is_symlink():
+            if not candidate.is_dir():
+                given = "an existing file" if candidate == folder else f"inside the file {str(candidate)!r}"
+                raise ValueError(f"{name} must be a folder or a path to create one at; got {str(folder)!r}, {given}")
+            break
+    return folder

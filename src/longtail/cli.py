@@ -120,8 +120,13 @@ def build_parser(train_defaults: dict[str, Any] | None = None) -> argparse.Argum
                        + " (explicit options override it)")
     _add_config_arguments(train, train_defaults)
     train.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<dataset>-<loss>-<the loss's "
-                       "fields>-rho<imbalance>-seed<seed>)")
-    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+                       "fields>-rho<imbalance>-seed<seed>); one run at a time: a run locks it (its file .lock), and a "
+                       "second run on it stops at once")
+    again = train.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint "
+                       "(a finished run: its result, rebuilt from the checkpoint if result.json is damaged)")
+    again.add_argument("--overwrite", action="store_true", help="replace the run that --out holds (without --resume "
+                       "or --overwrite, a folder that holds a run is refused)")
     train.add_argument("--quiet", action="store_true", help="no progress bars: one line per epoch, for logs")
 
     weights = commands.add_parser(
@@ -158,7 +163,11 @@ def build_parser(train_defaults: dict[str, Any] | None = None) -> argparse.Argum
     demo.add_argument("--data-dir", default=None)
     demo.add_argument("--download", action="store_true", help="download Fashion-MNIST when it is not found")
     demo.add_argument("--device", default="auto")
-    demo.add_argument("--out", type=Path, default=Path("runs/demo"))
+    demo.add_argument("--out", type=Path, default=Path("runs/demo"),
+                      help="parent folder: each configuration gets its own subfolder, which a rerun of the same "
+                      "configuration reuses (default: runs/demo)")
+    demo.add_argument("--overwrite", action="store_true", help="train again even where this configuration's runs "
+                      "are already there")
     demo.add_argument("--many-threshold", type=float, default=1000, help="many-shot: more training images than this")
     demo.add_argument("--few-threshold", type=float, default=200, help="few-shot: fewer training images than this")
     demo.add_argument("--quiet", action="store_true")
@@ -166,14 +175,20 @@ def build_parser(train_defaults: dict[str, Any] | None = None) -> argparse.Argum
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from .checks import check_output_folder
     from .train import train
 
     config = _config_from(args)
     out = args.out or _default_out(config)
-    result = train(config, out, resume=args.resume, verbose=1 if args.quiet else 2)
-    final = result["final"]
-    print(f"{out}: accuracy {final['accuracy']:.4f}, balanced accuracy {final['balanced_accuracy']:.4f}, "
-          f"train {result['train_seconds']:.1f}s; result in {out / 'result.json'}")
+    try:
+        check_output_folder(out, "--out")  # before any work (train checks it too, as out_dir)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    result = train(config, out, resume=args.resume, overwrite=args.overwrite, verbose=1 if args.quiet else 2)
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one summary (rank 0's)
+        final = result["final"]
+        print(f"{out}: accuracy {final['accuracy']:.4f}, balanced accuracy {final['balanced_accuracy']:.4f}, "
+              f"train {result['train_seconds']:.1f}s; result in {out / 'result.json'}")
     return 0
 
 
@@ -253,11 +268,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handlers[args.command](args)
     except CliError as exc:
         parser.exit(2, f"longtail {args.command}: error: {exc}\n")
-    except (ValueError, TypeError, FileNotFoundError, OSError) as exc:
-        if os.environ.get("LONGTAIL_DEBUG"):
+    except Exception as exc:
+        # Bad values and files (exit 2), and the trainer's own errors, which carry their exit status: a run folder
+        # in use or holding a run (2), a diverged run (1). Anything else is a bug: its traceback is kept.
+        status = getattr(exc, "exit_status", None)
+        expected = status is not None or isinstance(exc, (ValueError, TypeError, OSError))
+        if os.environ.get("LONGTAIL_DEBUG") or not expected:
             raise
         message = " ".join(str(exc).split())
-        parser.exit(2, f"longtail {args.command}: error: {message}\n")
+        parser.exit(status if status is not None else 2, f"longtail {args.command}: error: {message}\n")
     except KeyboardInterrupt:
         parser.exit(130, "longtail: interrupted\n")
     return 0

@@ -1,8 +1,17 @@
-"""``longtail demo``: cross-entropy against the class-balanced loss on Fashion-MNIST-LT."""
+"""``longtail demo``: cross-entropy against the class-balanced loss on Fashion-MNIST-LT.
+
+Each configuration of the demo (dataset, imbalance, epochs, ...) trains in its own folder,
+``<out>/<dataset>-rho<imbalance>-<epochs>ep-seed<seed>-<digest>/<loss>``, the digest covering every
+field that changes the result: rerunning a configuration reuses (or resumes) its runs, and a demo with
+other options trains its own next to them instead of failing to resume a run of another configuration.
+``--overwrite`` trains a configuration again.
+"""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -76,10 +85,21 @@ def plot_per_class(results: dict[str, dict[str, Any]], path: Path) -> Path | Non
     return path
 
 
+def configuration_folder(configs: list[TrainConfig]) -> str:
+    """The subfolder of a demo configuration: readable fields, then a digest of every field that changes
+    the results (execution-only fields such as the device are left out: they change only how it runs)."""
+    skip = set(TrainConfig.execution_only_fields())
+    fields = [{k: v for k, v in c.to_dict().items() if k not in skip} for c in configs]
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:8]
+    c = configs[0]
+    return f"{c.dataset}-rho{c.imbalance:g}-{c.epochs}ep-seed{c.seed}-{digest}"
+
+
 def run_demo(args: argparse.Namespace) -> int:
     results: dict[str, dict[str, Any]] = {}
+    configs: dict[str, TrainConfig] = {}
     for loss in DEMO_LOSSES:
-        config = TrainConfig(
+        configs[loss] = TrainConfig(
             dataset=args.dataset,
             data_dir=args.data_dir,
             download=args.download,
@@ -93,14 +113,18 @@ def run_demo(args: argparse.Namespace) -> int:
             many_threshold=args.many_threshold,
             few_threshold=args.few_threshold,
         )
+    folder = args.out / configuration_folder(list(configs.values()))
+    overwrite = getattr(args, "overwrite", False)
+    for loss, config in configs.items():
         print(f"== {DEMO_LOSSES[loss]} ({loss}) ==", flush=True)
-        results[loss] = train(config, args.out / loss, resume=True, verbose=1 if args.quiet else 2)
+        results[loss] = train(config, folder / loss, resume=not overwrite, overwrite=overwrite,
+                              verbose=1 if args.quiet else 2)
     first = results["ce"]
     print()
     print(f"{args.dataset}-LT, imbalance {args.imbalance:g}: {sum(first['train_counts'])} training images, "
           f"balanced test set of {first['final']['num_samples']}; accuracy in %")
     print(comparison_table(results))
-    plot = plot_per_class(results, args.out / "per_class_accuracy.png")
+    plot = plot_per_class(results, folder / "per_class_accuracy.png")
     print()
-    print(f"results: {args.out}/<loss>/result.json" + (f"; plot: {plot}" if plot else "; (no matplotlib: no plot)"))
+    print(f"results: {folder}/<loss>/result.json" + (f"; plot: {plot}" if plot else "; (no matplotlib: no plot)"))
     return 0

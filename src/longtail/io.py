@@ -9,6 +9,10 @@ The final file gets the permissions a plain ``open(path, "w")`` would give it (`
 the permissions of the file it replaces. A failed write (a full disk, an I/O error) raises one ``OSError`` that
 names the file and the cause, and leaves no temporary file.
 
+For fault-injection tests only, the environment variable ``LONGTAIL_TEST_WRITE_DELAY`` (seconds) makes every
+atomic write pause that long between its complete temporary file and the rename, so a test can kill a writer
+inside the write; it is unset in normal use, and then costs nothing.
+
 Example:
     >>> import tempfile, pathlib
     >>> folder = pathlib.Path(tempfile.mkdtemp())
@@ -61,6 +65,9 @@ TRAINER_CHECKPOINT_KEYS: tuple[str, ...] = (
 # Temporary files written before this naming scheme (tempfile.mkstemp: 8 characters of this alphabet) carry no
 # process id; they are removed once they have not been touched for this long (no write takes an hour).
 _LEGACY_STALE_SECONDS = 3600.0
+
+#: Fault-injection tests only: seconds every atomic write sleeps before its rename (see the module docstring).
+TEST_WRITE_DELAY_ENV = "LONGTAIL_TEST_WRITE_DELAY"
 
 _ZIP_MAGIC = b"PK\x03\x04"  # every torch.save file (the zip format, the default since torch 1.6)
 
@@ -221,6 +228,14 @@ def _write_error(path: Path, exc: BaseException, recorded: OSError | None) -> OS
     return error
 
 
+def _test_write_delay() -> None:
+    """Sleeps ``$LONGTAIL_TEST_WRITE_DELAY`` seconds when a fault-injection test sets it (a window to kill in)."""
+    value = os.environ.get(TEST_WRITE_DELAY_ENV)
+    if value:
+        with suppress(ValueError):
+            time.sleep(max(0.0, float(value)))
+
+
 def _atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -238,6 +253,7 @@ def _atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Non
                 write(writer)  # type: ignore[arg-type]
                 handle.flush()
                 os.fsync(handle.fileno())
+            _test_write_delay()
             os.replace(tmp, path)
         except (OSError, RuntimeError) as exc:
             raise _write_error(path, exc, writer.error if writer is not None else None) from exc

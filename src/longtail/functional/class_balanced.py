@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..checks import check_choice, check_gamma
+from ..checks import check_choice, check_focal_gamma
 from ._core import check_multilabel_weight, sigmoid_loss, softmax_loss
 from ._prepare import prepare
 
@@ -45,7 +45,8 @@ def class_balanced_loss(
             ``w_i`` (``"by_class"``).
         weight: per-class weights ``(C,)`` on the logits' device.
         loss: ``"softmax"``, ``"sigmoid"``, ``"focal"`` or ``"softmax_focal"``.
-        gamma: focal parameter (``"focal"`` and ``"softmax_focal"``), ``>= 0``.
+        gamma: focal parameter (``"focal"`` and ``"softmax_focal"``), ``>= 0``; must stay 0 with ``"softmax"``
+            and ``"sigmoid"``, which have no focal term (as :class:`longtail.ClassBalancedLoss`).
         reduction: ``"mean"`` (the official code: weighted sum / number of non-ignored samples),
             ``"weighted_mean"`` (PyTorch's: weighted sum / sum of the samples' weights), ``"sum"``,
             or ``"none"`` (one value per sample, 0 where ignored).
@@ -63,7 +64,8 @@ def class_balanced_loss(
         tensor(0.1518)
     """
     check_choice("loss", loss, LOSSES)
-    gamma = check_gamma(gamma)
+    # A focal parameter for a loss without a focal term would be ignored silently: refused instead.
+    gamma = check_focal_gamma(gamma, loss)
     check_multilabel_weight(multilabel_weight)
     if weight is None:
         raise TypeError("weight must be a tensor of per-class weights; got None (use focal_loss or F.cross_entropy)")

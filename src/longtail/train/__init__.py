@@ -5,7 +5,17 @@ from .config import TrainConfig
 from .data import PreparedData, augment_batch, prepare_data
 from .losses import LOSSES, LossSpec, build_loss, loss_spec, register_loss
 from .schedule import SCHEDULES, learning_rate
-from .trainer import Run, build_run, evaluate, test_report, train, train_one_epoch, validate
+from .trainer import (
+    Run,
+    RunFolderError,
+    TrainingDiverged,
+    build_run,
+    evaluate,
+    test_report,
+    train,
+    train_one_epoch,
+    validate,
+)
 
 __all__ = [
     "LOSSES",
@@ -13,7 +23,9 @@ __all__ = [
     "LossSpec",
     "PreparedData",
     "Run",
+    "RunFolderError",
     "TrainConfig",
+    "TrainingDiverged",
     "augment_batch",
     "build_loss",
     "build_run",

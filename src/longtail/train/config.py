@@ -13,7 +13,15 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import InitVar, dataclass, field
 from typing import Any
 
-from ..checks import check_choice, check_int, check_real, check_seed, check_tau
+from ..checks import (
+    check_batch_per_process,
+    check_choice,
+    check_device_name,
+    check_int,
+    check_real,
+    check_seed,
+    check_tau,
+)
 from ..data.registry import DATASETS
 from ..data.subsample import PROFILES
 from ..models import available_models
@@ -92,9 +100,12 @@ def _amp(name: str, value: Any) -> str:
 
 
 def _device(name: str, value: Any) -> str:
-    if not isinstance(value, str) or not (value in ("auto", "cpu") or value.startswith(("cuda", "mps"))):
-        raise ValueError(f"{name} must be 'auto', 'cpu', 'cuda[:N]' or 'mps'; got {value!r}")
-    return value
+    return check_device_name(name, value)  # the syntax; resolve_device asks whether this machine has it
+
+
+def _batch_size(name: str, value: Any) -> int:
+    # 2 samples per process; here the world size is 1 (the trainer checks again under torchrun, where it is known).
+    return check_batch_per_process(value, 1, name)
 
 
 _FINITE_NONNEGATIVE = _real(low=0.0, finite=True)
@@ -151,7 +162,8 @@ class TrainConfig:
                         choices=lambda: tuple(available_models()))
     width: int = option(16, "small_cnn first-stage channels", check=_integer(1))
     epochs: int = option(10, "training epochs", check=_integer(1))
-    batch_size: int = option(128, "training batch size (over all processes)", check=_integer(1))
+    batch_size: int = option(128, "training batch size (over all processes; at least 2 per process)",
+                             check=_batch_size)
     lr: float = option(0.05, "base learning rate (SGD)", check=_FINITE_NONNEGATIVE)
     momentum: float = option(0.9, "SGD momentum in [0, 1]", check=_UNIT)
     nesterov: bool = option(True, "Nesterov momentum", check=_flag)

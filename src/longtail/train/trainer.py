@@ -9,6 +9,19 @@ Three layers, each usable on its own:
   ``result.json`` (config, per-class counts, per-epoch metrics, timings, versions) atomically, so a
   killed run resumes with ``resume=True`` and ends with the same metrics as an uninterrupted one.
 
+The output folder belongs to one run at a time: :func:`train` holds an exclusive lock on its file
+``.lock`` (``fcntl.flock``, POSIX only; under DDP rank 0 holds it) from the first check to the last
+write, so a second run started on the same folder stops at once, naming the folder and the PID
+that holds it. The lock file stays in the folder (removing it would let two runs lock two
+different files); the kernel releases the lock when the process ends, even by SIGKILL. A folder
+that holds a run is never replaced silently: without ``resume`` or ``overwrite`` it is refused.
+
+A resumed run whose checkpoint is finished but whose ``result.json`` is missing, unreadable, not
+``"complete"`` or shorter than the checkpoint's history (a SIGKILL during the last write) gets its
+``result.json`` rebuilt from the checkpoint (the model is rebuilt, loaded and evaluated). A
+training loss that becomes NaN or infinite stops the run: ``result.json`` gets ``"status":
+"diverged"`` and :class:`TrainingDiverged` is raised; such a run is not resumed.
+
 Every epoch's randomness (data order, augmentation) comes from a generator seeded by
 ``(seed, epoch)``, which is what makes resuming exact. The trainer knows no loss by name: it asks
 the loss's :class:`longtail.train.LossSpec`.
@@ -18,11 +31,13 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import platform
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,17 +47,46 @@ from torch import nn
 
 from .. import __version__
 from ..bias_init import init_prior_bias
+from ..checks import check_batch_per_process, check_device_name, check_output_folder
 from ..metrics import ConfusionMeter
 from ..drw import DeferredReweighting
-from ..io import load_checkpoint, save_checkpoint, write_json
+from ..io import clean_stale_temporaries, load_checkpoint, save_checkpoint, write_json
 from ..models import build_model
 from .config import TrainConfig
 from .data import DeviceSplit, PreparedData, augment_batch, prepare_data
 from .losses import EpochHook, LossSpec, loss_spec
 from .schedule import learning_rate
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX (Windows): runs are not locked
+    fcntl = None  # type: ignore[assignment]
+
 CHECKPOINT = "checkpoint.pt"
 RESULT = "result.json"
+LOCK = ".lock"
+
+
+class RunFolderError(RuntimeError):
+    """The output folder cannot take this run: another run holds it, or it holds a run that would be
+    replaced or cannot be resumed. The command line prints it as one line (exit status 2)."""
+
+    exit_status = 2
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss of an epoch was NaN or infinite; the run stopped.
+
+    ``epoch`` (1-based) and ``loss`` say where; ``result`` is what was written to ``result.json``
+    (``"status": "diverged"``, the history so far, the non-finite loss as ``null``). The command line
+    prints the message as one line (exit status 1).
+    """
+
+    exit_status = 1
+
+    def __init__(self, epoch: int, loss: float, result: dict[str, Any] | None = None) -> None:
+        self.epoch, self.loss, self.result = epoch, loss, result
+        super().__init__(f"training diverged at epoch {epoch} (loss {loss:g}); lower --lr")
 
 
 # --- distributed ---------------------------------------------------------------------------------
@@ -63,17 +107,48 @@ def init_distributed(device: torch.device) -> bool:
     return True
 
 
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def _devices_here() -> str:
+    """The device names this machine accepts, for messages."""
+    names = ["'auto'", "'cpu'"]
+    if torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        names += ["'cuda'", "'cuda:0'" if count == 1 else f"'cuda:0' .. 'cuda:{count - 1}'"]
+    if _mps_available():
+        names.append("'mps'")
+    return ", ".join(names[:-1]) + " or " + names[-1]
+
+
 def resolve_device(name: str) -> torch.device:
+    """The device ``name`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``) on this machine.
+
+    ``auto`` is this process's GPU (``LOCAL_RANK`` under torchrun) when there is one, else the CPU.
+    Raises ``ValueError`` (one line, naming what this machine has) for a malformed name or a device
+    this torch build or machine lacks.
+    """
+    name = check_device_name("device", name)
     if name == "auto":
         if torch.cuda.is_available():
             local_rank = int(os.environ.get("LOCAL_RANK", "0"))
             return torch.device("cuda", local_rank)
         return torch.device("cpu")
     device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} was asked for, but this torch build or machine has no CUDA")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device must be {_devices_here()} here (this torch build or machine has no CUDA); "
+                             f"got {name!r}")
+        index = device.index if device.index is not None else int(os.environ.get("LOCAL_RANK", "0"))
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"device must be {_devices_here()} here (this machine has {torch.cuda.device_count()} "
+                             f"GPUs); got {name!r}" + ("" if device.index is not None else f" on LOCAL_RANK {index}"))
+        device = torch.device("cuda", index)
+    elif device.type == "mps" and not _mps_available():
+        raise ValueError(f"device must be {_devices_here()} here (this torch build or machine has no MPS); "
+                         f"got {name!r}")
     return device
 
 
@@ -187,8 +262,15 @@ def build_run(config: TrainConfig, data: PreparedData | None = None, device: tor
     model's initialisation is seeded by ``config.seed``.
     """
     device = device if device is not None else resolve_device(config.device)
+    world = _distributed()[1]
+    check_batch_per_process(config.batch_size, world)
     if data is None:
         data = prepare_data(config, device)
+    if len(data.train) < 2 * world:  # no batch of 2 per process: every epoch would train zero steps
+        raise ValueError(
+            f"the training split must hold at least 2 x the world size = {2 * world} images (one batch of 2 per "
+            f"process); got {len(data.train)}"
+        )
     spec = loss_spec(config.loss)
     torch.manual_seed(config.seed)
     # Channels-last activations select the faster convolution kernels (oneDNN on CPU, cuDNN on GPU):
@@ -233,7 +315,12 @@ def _batches(
 
 
 def train_one_epoch(run: Run, epoch: int, progress: Any = None) -> float:
-    """Trains ``run`` for epoch ``epoch`` (0-based; its hooks first) and returns the mean training loss."""
+    """Trains ``run`` for epoch ``epoch`` (0-based; its hooks first) and returns the mean training loss.
+
+    The mean is over every sample of the epoch: under ``torch.distributed`` the loss sums and sample
+    counts of all processes are summed first, so every process returns the same number. NaN or inf
+    when training diverged (one host sync per epoch, on the accumulated sum).
+    """
     config, device, data = run.config, run.device, run.data.train
     for hook in run.epoch_hooks:
         hook(run.criterion, epoch)
@@ -260,6 +347,11 @@ def train_one_epoch(run: Run, epoch: int, progress: Any = None) -> float:
         seen += len(indices)
         if progress is not None:
             progress.update(1)
+    if _distributed()[1] > 1:
+        # The epoch's loss over every process's shard, not rank 0's alone; float64 keeps the sums exact enough.
+        sums = torch.stack([total.double(), torch.tensor(float(seen), dtype=torch.float64, device=device)])
+        torch.distributed.all_reduce(sums)
+        return float(sums[0]) / max(float(sums[1]), 1.0)
     return float(total) / max(seen, 1)
 
 
@@ -343,6 +435,92 @@ def _check_resumable(saved: dict[str, Any], config: TrainConfig) -> None:
         raise ValueError(f"cannot resume: the configuration differs from the checkpoint's ({details})")
 
 
+def _check_world_size(saved: Any, world: int) -> None:
+    """A resumed run continues with the world size that wrote its checkpoint: the data shards of every
+    batch, the gradient average and BatchNorm's statistics depend on it."""
+    if saved is not None and saved != world:
+        raise ValueError(
+            f"cannot resume: the world size must be {saved}, the checkpoint's (the data shards and the gradient "
+            f"average depend on it); got {world}: resume with torchrun --nproc-per-node {saved}"
+            + (" on one machine" if saved > 1 else " or without torchrun") + ", or pass --overwrite to start over"
+        )
+
+
+def _read_result(path: Path) -> tuple[dict[str, Any] | None, str]:
+    """``result.json`` as a dict, or ``None`` and why not (never raises for a bad file)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None, "is missing"
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, f"is unreadable ({type(exc).__name__})"
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None, "is not valid JSON (truncated?)"
+    if not isinstance(data, dict):
+        return None, f"is not a JSON object (a {type(data).__name__})"
+    return data, f"has status {data.get('status')!r}"
+
+
+def _existing_run(out: Path) -> str | None:
+    """The status of the run that ``out`` holds (``complete``, ``running``, ``diverged`` ...), or None."""
+    result, why = _read_result(out / RESULT)
+    if result is not None:
+        return str(result.get("status", "unknown"))
+    if (out / RESULT).exists():
+        return f"unknown: result.json {why}"
+    if (out / CHECKPOINT).exists():
+        return "unknown: a checkpoint without result.json"
+    return None
+
+
+def _result_problem(result: dict[str, Any] | None, why: str, checkpoint: dict[str, Any]) -> str | None:
+    """Why ``result.json`` does not match a finished checkpoint, or None when the two are a consistent pair."""
+    if result is None:
+        return why
+    if result.get("status") != "complete":
+        return why
+    history = result.get("history")
+    if not isinstance(history, list) or len(history) != len(checkpoint["history"]):
+        epochs = len(history) if isinstance(history, list) else 0
+        return f"holds {epochs} of the checkpoint's {len(checkpoint['history'])} epochs"
+    if not isinstance(result.get("final"), dict) or not result["final"]:
+        return "has no final test report"
+    return None
+
+
+@contextmanager
+def _folder_lock(out: Path) -> Iterator[None]:
+    """Holds an exclusive ``flock`` on ``out/.lock`` (which records the holder's PID) for the ``with`` block.
+
+    Raises :class:`RunFolderError` at once when another process holds it. Without ``fcntl`` (not POSIX)
+    nothing is locked.
+    """
+    if fcntl is None:  # pragma: no cover - Windows
+        yield
+        return
+    path = out / LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = path.read_text().strip() or "unknown"
+            except OSError:
+                holder = "unknown"
+            raise RunFolderError(
+                f"{out} is in use by another run (PID {holder} holds {path}); wait for it to end or choose another "
+                "--out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def _progress_bar(total: int, verbose: int, description: str) -> Any:
     if verbose < 2:
         return None
@@ -386,6 +564,10 @@ def _run_epoch(run: Run, epoch: int, progress: Progress, verbose: int) -> dict[s
     progress.train_seconds += seconds
     if bar is not None:
         bar.close()
+    if not math.isfinite(train_loss):  # diverged: stop before evaluating a NaN model (JSON has no NaN: null)
+        progress.history.append({"epoch": epoch + 1, "lr": learning_rate(config, epoch + 1), "train_loss": None})
+        _log(verbose, _epoch_line(epoch, config, train_loss, None))
+        raise TrainingDiverged(epoch + 1, train_loss)
 
     t0 = time.perf_counter()
     entry: dict[str, Any] = {"epoch": epoch + 1, "lr": learning_rate(config, epoch + 1), "train_loss": train_loss}
@@ -411,6 +593,7 @@ def _save(run: Run, progress: Progress, out: Path, report: dict[str, Any]) -> No
         "train_seconds": progress.train_seconds,
         "eval_seconds": progress.eval_seconds,
         "wall_seconds": progress.wall_seconds(),
+        "world_size": _distributed()[1],
     })
     write_json(out / RESULT, result_dict(run, progress, report, complete=progress.next_epoch == run.config.epochs))
 
@@ -420,6 +603,7 @@ def train(
     out_dir: str | os.PathLike[str],
     *,
     resume: bool = False,
+    overwrite: bool = False,
     verbose: int = 1,
     data: PreparedData | None = None,
 ) -> dict[str, Any]:
@@ -427,50 +611,127 @@ def train(
 
     Args:
         config: the run.
-        out_dir: folder for ``checkpoint.pt`` and ``result.json`` (created).
-        resume: continue from ``out_dir/checkpoint.pt`` if there is one (the configuration must
-            match); a finished run is returned as it is.
+        out_dir: folder for ``checkpoint.pt`` and ``result.json`` (created), locked for the whole run
+            (``.lock``; a second run on it raises :class:`RunFolderError`).
+        resume: continue from ``out_dir/checkpoint.pt`` if there is one (the configuration and the
+            world size must match); a finished run is returned as it is, after its ``result.json`` is
+            rebuilt from the checkpoint if it is missing, damaged or behind the checkpoint. A diverged
+            run is refused.
+        overwrite: replace the run that ``out_dir`` holds (its checkpoint and result are removed first).
+            Without ``resume`` or ``overwrite``, a folder that holds a run is refused.
         verbose: 0 silent, 1 one line per epoch (logs), 2 progress bars too.
         data: prepared data to reuse across runs (the benchmark matrix); loaded from ``config`` otherwise.
+
+    Raises:
+        RunFolderError: the folder is in use, holds a run (without resume / overwrite) or a diverged one.
+        TrainingDiverged: an epoch's training loss was NaN or inf (``result.json`` says ``"diverged"``).
+        ValueError: a bad argument, a checkpoint that cannot be resumed (damaged, other configuration or
+            world size), or a device this machine lacks; checked before any training.
     """
-    progress = Progress()
-    out = Path(out_dir)
+    if resume and overwrite:
+        raise ValueError("resume and overwrite must not both be set (resume continues the run in out_dir, overwrite "
+                         "replaces it); got resume=True, overwrite=True")
+    out = check_output_folder(out_dir, "out_dir")
     device = resolve_device(config.device)
     started_group = init_distributed(device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     try:
-        checkpoint = None
-        if resume and (out / CHECKPOINT).exists():
-            checkpoint = load_checkpoint(out / CHECKPOINT, map_location=device)
-            _check_resumable(checkpoint["config"], config)
-            if checkpoint["epoch"] + 1 >= config.epochs and (out / RESULT).exists():
-                _log(verbose, f"{out}: already complete")
-                return json.loads((out / RESULT).read_text())
-
-        run = build_run(config, data, device)
-        if checkpoint is not None:
-            run.load_state_dict(checkpoint)
-            progress.resume_from(checkpoint)
-            _log(verbose, f"resuming {out} at epoch {progress.next_epoch + 1}/{config.epochs}")
-
-        report: dict[str, Any] = {}
-        for epoch in range(progress.next_epoch, config.epochs):
-            report = _run_epoch(run, epoch, progress, verbose)
-            if _distributed()[0] == 0:
-                _save(run, progress, out, report)
-        if not report:  # nothing left to train (resumed after the last epoch): evaluate once
-            report = test_report(run)
-        return result_dict(run, progress, report, complete=True)
+        rank, world = _distributed()
+        check_batch_per_process(config.batch_size, world)
+        if rank == 0:
+            out.mkdir(parents=True, exist_ok=True)
+        with _folder_lock(out) if rank == 0 else nullcontext():
+            return _train_locked(config, out, device, resume=resume, overwrite=overwrite, verbose=verbose, data=data)
     finally:
         if started_group:
             torch.distributed.destroy_process_group()
 
 
-def result_dict(run: Run, progress: Progress, report: dict[str, Any], *, complete: bool) -> dict[str, Any]:
-    """The content of ``result.json``."""
-    return {
-        "status": "complete" if complete else "running",
+def _train_locked(
+    config: TrainConfig, out: Path, device: torch.device, *, resume: bool, overwrite: bool, verbose: int,
+    data: PreparedData | None,
+) -> dict[str, Any]:
+    """:func:`train` once the folder is checked and locked (by rank 0)."""
+    rank, world = _distributed()
+    if rank == 0:
+        for name in (CHECKPOINT, RESULT):  # temporaries of writes that a SIGKILL interrupted
+            clean_stale_temporaries(out, name)
+    if overwrite:
+        if rank == 0:
+            for name in (CHECKPOINT, RESULT):
+                (out / name).unlink(missing_ok=True)
+    elif not resume:
+        status = _existing_run(out)
+        if status == "diverged":
+            raise RunFolderError(f"{out} holds a run (status diverged); pass --overwrite to replace it (a diverged run "
+                                 "cannot be resumed)")
+        if status is not None:
+            raise RunFolderError(f"{out} holds a run (status {status}); pass --resume to continue it, or --overwrite "
+                                 "to replace it")
+
+    progress = Progress()
+    checkpoint = None
+    saved: dict[str, Any] | None = None
+    if resume:
+        saved, why = _read_result(out / RESULT)
+        if saved is not None and saved.get("status") == "diverged":
+            where = saved.get("diverged") if isinstance(saved.get("diverged"), dict) else {}
+            at = f" at epoch {where.get('epoch')} (loss {where.get('train_loss')})" if where else ""
+            raise RunFolderError(f"{out} holds a run that diverged{at}; it cannot be resumed: pass --overwrite to "
+                                 "start it over (with a lower --lr)")
+        if (out / CHECKPOINT).exists():
+            try:
+                checkpoint = load_checkpoint(out / CHECKPOINT, map_location=device)
+            except ValueError as exc:
+                raise ValueError(f"cannot resume: {exc}; pass --overwrite to start the run over") from None
+            _check_resumable(checkpoint["config"], config)
+            finished = checkpoint["epoch"] + 1 >= config.epochs
+            problem = _result_problem(saved, why, checkpoint) if finished else None
+            if finished and problem is None:
+                _log(verbose, f"{out}: already complete")
+                return saved  # type: ignore[return-value]
+            _check_world_size(checkpoint.get("world_size", (saved or {}).get("world_size")), world)
+            if finished:
+                _log(verbose, f"{out}: result.json {problem}: rebuilding it from the checkpoint")
+        else:
+            _log(verbose, f"{out}: no checkpoint to resume; starting at epoch 1")
+
+    run = build_run(config, data, device)
+    if checkpoint is not None:
+        run.load_state_dict(checkpoint)
+        progress.resume_from(checkpoint)
+        if progress.next_epoch < config.epochs:
+            _log(verbose, f"resuming {out} at epoch {progress.next_epoch + 1}/{config.epochs}")
+
+    report: dict[str, Any] = {}
+    for epoch in range(progress.next_epoch, config.epochs):
+        try:
+            report = _run_epoch(run, epoch, progress, verbose)
+        except TrainingDiverged as exc:
+            exc.result = result_dict(run, progress, {}, complete=False, diverged=exc)
+            if rank == 0:
+                write_json(out / RESULT, exc.result)
+            raise
+        if rank == 0:
+            _save(run, progress, out, report)
+    if not report:
+        # A finished checkpoint whose result.json was missing, damaged or behind it: the test report needs the
+        # model, which the checkpoint holds.
+        report = test_report(run)
+        result = result_dict(run, progress, report, complete=True)
+        if rank == 0:
+            write_json(out / RESULT, result)
+        return result
+    return result_dict(run, progress, report, complete=True)
+
+
+def result_dict(
+    run: Run, progress: Progress, report: dict[str, Any], *, complete: bool, diverged: TrainingDiverged | None = None
+) -> dict[str, Any]:
+    """The content of ``result.json``: status ``complete``, ``running`` or (``diverged`` given) ``diverged``."""
+    result = {
+        "status": "diverged" if diverged is not None else "complete" if complete else "running",
         "longtail_version": __version__,
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),
@@ -487,13 +748,20 @@ def result_dict(run: Run, progress: Progress, report: dict[str, Any], *, complet
         "eval_seconds": progress.eval_seconds,
         "wall_seconds": progress.wall_seconds(),
     }
+    if diverged is not None:  # JSON has no NaN: the loss as text ("nan", "inf")
+        result["diverged"] = {"epoch": diverged.epoch, "train_loss": f"{diverged.loss:g}"}
+        result["message"] = str(diverged)
+    return result
 
 
 __all__ = [
     "CHECKPOINT",
+    "LOCK",
     "RESULT",
     "Progress",
     "Run",
+    "RunFolderError",
+    "TrainingDiverged",
     "build_network",
     "autocast_enabled",
     "build_run",

@@ -179,13 +179,31 @@ def render(results: dict[str, Any], notes: str) -> str:
     if trainer:
         w("## Trainer throughput\n")
         w(f"{trainer['dataset']}, {trainer['train_images']} training images, batch {trainer['batch_size']}, "
-          f"{trainer['model']}, {trainer['reps']} interleaved rounds of one epoch each. Throughput ratio = bare "
-          "loop's epoch time / candidate's, per round (above 1: faster than the bare loop).\n")
-        w("| candidate | images/s median [IQR] | throughput / bare loop, median [IQR] |")
-        w("|---|---|---|")
-        for name, c in trainer["candidates"].items():
-            ips = c["images_per_s"]
-            w(f"| {name} | {ips['median']:.0f} [{ips['q1']:.0f}, {ips['q3']:.0f}] | {_ratio(c['throughput_vs_bare'])} |")
+          f"{trainer['model']}, {trainer.get('threads', 1)} thread(s), {trainer['reps']} interleaved rounds of one epoch "
+          "each. Each trainer candidate is `build_run` + `train_one_epoch`; the bare loop has the same data, initial "
+          "weights, channels-last layout, optimizer settings and precision. Throughput ratio = bare loop's epoch "
+          "time / candidate's, per round (above 1: faster than the bare loop).\n")
+        if "training_flops_per_image" in trainer:
+            flops, ceiling = trainer["training_flops_per_image"], trainer["matmul_gflops"]
+            w(f"Training FLOPs per image (forward + backward, `torch.utils.flop_counter`): "
+              f"{flops['total'] / 1e6:.1f} M. GEMM ceiling measured in the same process (2048 x 2048): "
+              f"fp32 {ceiling['fp32']:.0f} GFLOP/s, bf16 {ceiling['bf16']:.0f} GFLOP/s. torch.compile's first epoch: "
+              f"{trainer['compile_first_epoch_s']:.1f} s (an eager bf16 epoch: "
+              f"{trainer['compile_first_epoch_s'] - trainer['compile_overhead_s']:.2f} s).\n")
+            w("| candidate | images/s median [IQR] | throughput / bare loop of the same precision [IQR] | "
+              "GFLOP/s | of the GEMM ceiling |")
+            w("|---|---|---|---|---|")
+            for name, c in trainer["candidates"].items():
+                ips = c["images_per_s"]
+                w(f"| {name} | {ips['median']:.0f} [{ips['q1']:.0f}, {ips['q3']:.0f}] | "
+                  f"{_ratio(c['throughput_vs_bare_same_precision'])} | {c['achieved_gflops']:.1f} | "
+                  f"{100 * c['fraction_of_matmul_gflops']:.1f}% |")
+        else:
+            w("| candidate | images/s median [IQR] | throughput / bare loop, median [IQR] |")
+            w("|---|---|---|")
+            for name, c in trainer["candidates"].items():
+                ips = c["images_per_s"]
+                w(f"| {name} | {ips['median']:.0f} [{ips['q1']:.0f}, {ips['q3']:.0f}] | {_ratio(c['throughput_vs_bare'])} |")
         w("")
     if notes.strip():
         w("## Findings\n")

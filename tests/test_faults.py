@@ -21,7 +21,7 @@ from longtail.io import TEST_WRITE_DELAY_ENV, load_checkpoint, save_checkpoint
 from longtail.train import RunFolderError, TrainConfig, TrainingDiverged, prepare_data, train
 from longtail.train import trainer
 from longtail.train.data import DeviceSplit
-from longtail.train.trainer import resolve_device
+from longtail.train.device import resolve_device
 
 FAST = dict(dataset="synthetic", imbalance=10, n_max=60, epochs=2, batch_size=32, width=8, lr=0.05)
 TIMINGS = ("train_seconds", "eval_seconds", "wall_seconds")

@@ -258,3 +258,14 @@ def test_an_unsized_loss_is_sized_by_its_first_weight_and_by_a_loaded_state():
     resumed = FocalLoss(gamma=2.0)
     resumed.load_state_dict(criterion.state_dict())
     torch.testing.assert_close(resumed(z, y), criterion(z, y), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("bad", [[1.0, float("nan"), 1.0, 1.0], [1.0, -10.0, 1.0, 1.0], [1.0, float("inf"), 1.0, 1.0]])
+def test_the_functional_forms_refuse_non_finite_or_negative_weights(bad):
+    from longtail.functional import class_balanced_loss, focal_loss, sigmoid_focal_loss
+
+    z, y, w = torch.randn(3, C), torch.tensor([0, 1, 2]), torch.tensor(bad)
+    for call in (lambda: focal_loss(z, y, w), lambda: sigmoid_focal_loss(z, y, w),
+                 lambda: class_balanced_loss(z, y, w, loss="softmax")):
+        with pytest.raises(ValueError, match=r"weight must be finite and non-negative; got .*\(bad classes \[1\]\)"):
+            call()

@@ -212,7 +212,7 @@ def test_no_import_cycle_anywhere_in_the_package():
 
 
 def test_amp_auto_is_bfloat16_on_cuda_and_on_cpus_with_native_bfloat16():
-    from longtail.train.trainer import autocast_enabled, cpu_has_native_bfloat16
+    from longtail.train.device import autocast_enabled, cpu_has_native_bfloat16
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
     assert autocast_enabled("auto", cuda) and autocast_enabled("bf16", cpu) and not autocast_enabled("off", cuda)

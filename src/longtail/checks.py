@@ -447,7 +447,7 @@ DEVICE_NAMES = "'auto', 'cpu', 'cuda', 'cuda:N' (N a GPU index), 'mps' or 'mps:0
 def check_device_name(name: str, value: Any) -> str:
     """A device name as the trainer takes it: ``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps`` or ``mps:N``.
 
-    The syntax only: whether this machine has that device is :func:`longtail.train.trainer.resolve_device`'s
+    The syntax only: whether this machine has that device is :func:`longtail.train.device.resolve_device`'s
     question (a configuration saved on a GPU machine must still load on a CPU one). ``torch.device("cuda:abc")``
     raises ``RuntimeError: Invalid device string``; this names the argument and the accepted forms instead.
     """

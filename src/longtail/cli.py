@@ -12,6 +12,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``longtail <command>: error: ...``, exit 2), like every other error."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 class CliError(Exception):
     """A bad argument: reported as one line, exit status 2."""
 
@@ -102,9 +109,7 @@ def _dataset_names() -> str:
 def build_parser(train_defaults: dict[str, Any] | None = None) -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(
-        prog="longtail", description="Train and evaluate classifiers on long-tailed data."
-    )
+    parser = _Parser(prog="longtail", description="Train and evaluate classifiers on long-tailed data.")
     parser.add_argument("--version", action="version", version=f"longtail {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True

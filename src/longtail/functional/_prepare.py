@@ -19,6 +19,7 @@ from ..checks import (
     REDUCTIONS,
     check_choice,
     check_class_weight,
+    check_finite_per_class,
     check_label_values,
     check_logits,
     check_target,
@@ -54,6 +55,8 @@ def prepare(
     dtype = compute_dtype(logits.dtype)
     if weight is not None:
         weight = check_class_weight(weight, num_classes, logits.device).to(dtype)
+        # A NaN or negative weight would give a NaN or negative loss without a word (eager mode only: one sync).
+        check_finite_per_class("weight", weight, non_negative=True)
     z = logits.to(dtype)
     if hard:
         target = target.long()

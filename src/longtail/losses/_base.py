@@ -18,6 +18,14 @@ from torch import nn
 from ..checks import as_class_weight, as_real_vector, check_num_classes
 
 
+def _in_dtype(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The checked float64 weight in the buffer's dtype, refused if it does not fit (3.4e38 overflows float32)."""
+    cast = weight.to(dtype)
+    if not bool(torch.isfinite(cast).all()):
+        raise ValueError(f"weight must be finite in {dtype} (at most {torch.finfo(dtype).max:.3g}); got {weight.tolist()}")
+    return cast
+
+
 class WeightedLoss(nn.Module):
     """Base of the weighted losses: the ``weight`` buffer ``(C,)`` and :meth:`set_weight`.
 
@@ -39,7 +47,7 @@ class WeightedLoss(nn.Module):
             tensor = as_class_weight(weight, size)
         else:
             tensor = torch.ones(num_classes if num_classes is not None else 0, dtype=torch.float64)
-        self.register_buffer("weight", tensor.to(torch.float32))
+        self.register_buffer("weight", _in_dtype(tensor, torch.float32))
 
     @property
     def num_classes(self) -> int | None:
@@ -59,9 +67,9 @@ class WeightedLoss(nn.Module):
         if weight is None:
             return self.weight.fill_(1.0)
         size = self.num_classes if self.num_classes is not None else as_real_vector(weight, "weight").numel()
-        checked = as_class_weight(weight, size)
+        checked = _in_dtype(as_class_weight(weight, size), self.weight.dtype)
         if self.weight.numel() == 0:  # unsized: the first weight decides the size
-            self.weight = checked.to(device=self.weight.device, dtype=self.weight.dtype)
+            self.weight = checked.to(device=self.weight.device)
         else:
             self.weight.copy_(checked)
         return self.weight

@@ -29,15 +29,13 @@ the loss's :class:`longtail.train.LossSpec`.
 
 from __future__ import annotations
 
-import functools
-import json
 import math
 import os
 import platform
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,7 +45,7 @@ from torch import nn
 
 from .. import __version__
 from ..bias_init import init_prior_bias
-from ..checks import check_batch_per_process, check_device_name, check_output_folder
+from ..checks import check_batch_per_process, check_output_folder
 from ..metrics import ConfusionMeter
 from ..drw import DeferredReweighting
 from ..io import clean_stale_temporaries, load_checkpoint, save_checkpoint, write_json
@@ -55,24 +53,16 @@ from ..models import build_model
 from .config import TrainConfig
 from .data import DeviceSplit, PreparedData, augment_batch, prepare_data
 from .losses import EpochHook, LossSpec, loss_spec
+from .device import (
+    autocast_enabled,
+    cpu_has_native_bfloat16,
+    distributed,
+    init_distributed,
+    resolve_device,
+    synchronize,
+)
+from .run_folder import CHECKPOINT, RESULT, RunFolderError, existing_run, folder_lock, read_result, result_problem
 from .schedule import learning_rate
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not POSIX (Windows): runs are not locked
-    fcntl = None  # type: ignore[assignment]
-
-CHECKPOINT = "checkpoint.pt"
-RESULT = "result.json"
-LOCK = ".lock"
-
-
-class RunFolderError(RuntimeError):
-    """The output folder cannot take this run: another run holds it, or it holds a run that would be
-    replaced or cannot be resumed. The command line prints it as one line (exit status 2)."""
-
-    exit_status = 2
-
 
 class TrainingDiverged(RuntimeError):
     """The training loss of an epoch was NaN or infinite; the run stopped.
@@ -87,96 +77,6 @@ class TrainingDiverged(RuntimeError):
     def __init__(self, epoch: int, loss: float, result: dict[str, Any] | None = None) -> None:
         self.epoch, self.loss, self.result = epoch, loss, result
         super().__init__(f"training diverged at epoch {epoch} (loss {loss:g}); lower --lr")
-
-
-# --- distributed ---------------------------------------------------------------------------------
-
-
-def _distributed() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-def init_distributed(device: torch.device) -> bool:
-    """Initialises the process group under ``torchrun`` (``WORLD_SIZE > 1``); nccl on CUDA, gloo on CPU."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or torch.distributed.is_initialized():
-        return False
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    torch.distributed.init_process_group(backend=backend)
-    return True
-
-
-def _mps_available() -> bool:
-    mps = getattr(torch.backends, "mps", None)
-    return bool(mps is not None and mps.is_available())
-
-
-def _devices_here() -> str:
-    """The device names this machine accepts, for messages."""
-    names = ["'auto'", "'cpu'"]
-    if torch.cuda.is_available():
-        count = torch.cuda.device_count()
-        names += ["'cuda'", "'cuda:0'" if count == 1 else f"'cuda:0' .. 'cuda:{count - 1}'"]
-    if _mps_available():
-        names.append("'mps'")
-    return ", ".join(names[:-1]) + " or " + names[-1]
-
-
-def resolve_device(name: str) -> torch.device:
-    """The device ``name`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``) on this machine.
-
-    ``auto`` is this process's GPU (``LOCAL_RANK`` under torchrun) when there is one, else the CPU.
-    Raises ``ValueError`` (one line, naming what this machine has) for a malformed name or a device
-    this torch build or machine lacks.
-    """
-    name = check_device_name("device", name)
-    if name == "auto":
-        if torch.cuda.is_available():
-            local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-            return torch.device("cuda", local_rank)
-        return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device must be {_devices_here()} here (this torch build or machine has no CUDA); "
-                             f"got {name!r}")
-        index = device.index if device.index is not None else int(os.environ.get("LOCAL_RANK", "0"))
-        if index >= torch.cuda.device_count():
-            raise ValueError(f"device must be {_devices_here()} here (this machine has {torch.cuda.device_count()} "
-                             f"GPUs); got {name!r}" + ("" if device.index is not None else f" on LOCAL_RANK {index}"))
-        device = torch.device("cuda", index)
-    elif device.type == "mps" and not _mps_available():
-        raise ValueError(f"device must be {_devices_here()} here (this torch build or machine has no MPS); "
-                         f"got {name!r}")
-    return device
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-@functools.cache
-def cpu_has_native_bfloat16() -> bool:
-    """AVX512-BF16 or AMX-BF16: oneDNN then runs bfloat16 convolutions and matmuls in hardware."""
-    cpu = getattr(torch, "cpu", None)
-    checks = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    try:
-        return any(check() for check in checks if check is not None)
-    except RuntimeError:  # pragma: no cover - a build without these probes
-        return False
-
-
-def autocast_enabled(amp: str, device: torch.device) -> bool:
-    """Whether ``amp`` (``"auto"``, ``"bf16"`` or ``"off"``) turns on bfloat16 autocast on ``device``.
-
-    ``"auto"``: on CUDA, and on CPUs with native bfloat16 (measured here, AMX-BF16: the width-16 CNN
-    trains 1.47x faster at the same accuracy); float32 elsewhere, where emulated bfloat16 is slower.
-    """
-    if amp == "auto":
-        return device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bfloat16())
-    return amp == "bf16"
 
 
 # --- building a run ------------------------------------------------------------------------------
@@ -262,7 +162,7 @@ def build_run(config: TrainConfig, data: PreparedData | None = None, device: tor
     model's initialisation is seeded by ``config.seed``.
     """
     device = device if device is not None else resolve_device(config.device)
-    world = _distributed()[1]
+    world = distributed()[1]
     check_batch_per_process(config.batch_size, world)
     if data is None:
         data = prepare_data(config, device)
@@ -281,7 +181,7 @@ def build_run(config: TrainConfig, data: PreparedData | None = None, device: tor
         parameter_groups(model, config), lr=config.lr, momentum=config.momentum, nesterov=config.nesterov
     )
     eager: nn.Module = model
-    if _distributed()[1] > 1:
+    if distributed()[1] > 1:
         eager = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     # torch.compile traces one graph: the full training batch in train mode. The last, shorter batch of an epoch
     # and the evaluation passes (another batch size, eval mode, no grad) run eagerly: each would otherwise cost a
@@ -306,7 +206,7 @@ def _batches(
 ) -> Iterator[tuple[torch.Tensor, bool]]:
     """This process's indices of each batch of an epoch, and whether the batch is a full one."""
     order = torch.randperm(n, generator=generator, device=device)
-    rank, world = _distributed()
+    rank, world = distributed()
     for start in range(0, n, batch_size):
         indices = order[start : start + batch_size]
         if len(indices) < 2 * world:  # BatchNorm needs two samples on every process
@@ -347,7 +247,7 @@ def train_one_epoch(run: Run, epoch: int, progress: Any = None) -> float:
         seen += len(indices)
         if progress is not None:
             progress.update(1)
-    if _distributed()[1] > 1:
+    if distributed()[1] > 1:
         # The epoch's loss over every process's shard, not rank 0's alone; float64 keeps the sums exact enough.
         sums = torch.stack([total.double(), torch.tensor(float(seen), dtype=torch.float64, device=device)])
         torch.distributed.all_reduce(sums)
@@ -359,7 +259,7 @@ def train_one_epoch(run: Run, epoch: int, progress: Any = None) -> float:
 def evaluate(model: nn.Module, data: DeviceSplit, num_classes: int, config: TrainConfig) -> ConfusionMeter:
     """Confusion counts of the model on ``data`` (each process a shard, then summed over processes)."""
     model.eval()
-    rank, world = _distributed()
+    rank, world = distributed()
     meter = ConfusionMeter(num_classes).to(data.labels.device)
     indices = torch.arange(rank, len(data), world, device=data.labels.device)
     for start in range(0, len(indices), config.eval_batch_size):
@@ -446,81 +346,6 @@ def _check_world_size(saved: Any, world: int) -> None:
         )
 
 
-def _read_result(path: Path) -> tuple[dict[str, Any] | None, str]:
-    """``result.json`` as a dict, or ``None`` and why not (never raises for a bad file)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None, "is missing"
-    except (OSError, UnicodeDecodeError) as exc:
-        return None, f"is unreadable ({type(exc).__name__})"
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return None, "is not valid JSON (truncated?)"
-    if not isinstance(data, dict):
-        return None, f"is not a JSON object (a {type(data).__name__})"
-    return data, f"has status {data.get('status')!r}"
-
-
-def _existing_run(out: Path) -> str | None:
-    """The status of the run that ``out`` holds (``complete``, ``running``, ``diverged`` ...), or None."""
-    result, why = _read_result(out / RESULT)
-    if result is not None:
-        return str(result.get("status", "unknown"))
-    if (out / RESULT).exists():
-        return f"unknown: result.json {why}"
-    if (out / CHECKPOINT).exists():
-        return "unknown: a checkpoint without result.json"
-    return None
-
-
-def _result_problem(result: dict[str, Any] | None, why: str, checkpoint: dict[str, Any]) -> str | None:
-    """Why ``result.json`` does not match a finished checkpoint, or None when the two are a consistent pair."""
-    if result is None:
-        return why
-    if result.get("status") != "complete":
-        return why
-    history = result.get("history")
-    if not isinstance(history, list) or len(history) != len(checkpoint["history"]):
-        epochs = len(history) if isinstance(history, list) else 0
-        return f"holds {epochs} of the checkpoint's {len(checkpoint['history'])} epochs"
-    if not isinstance(result.get("final"), dict) or not result["final"]:
-        return "has no final test report"
-    return None
-
-
-@contextmanager
-def _folder_lock(out: Path) -> Iterator[None]:
-    """Holds an exclusive ``flock`` on ``out/.lock`` (which records the holder's PID) for the ``with`` block.
-
-    Raises :class:`RunFolderError` at once when another process holds it. Without ``fcntl`` (not POSIX)
-    nothing is locked.
-    """
-    if fcntl is None:  # pragma: no cover - Windows
-        yield
-        return
-    path = out / LOCK
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            try:
-                holder = path.read_text().strip() or "unknown"
-            except OSError:
-                holder = "unknown"
-            raise RunFolderError(
-                f"{out} is in use by another run (PID {holder} holds {path}); wait for it to end or choose another "
-                "--out"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
 def _progress_bar(total: int, verbose: int, description: str) -> Any:
     if verbose < 2:
         return None
@@ -532,7 +357,7 @@ def _progress_bar(total: int, verbose: int, description: str) -> Any:
 
 
 def _log(verbose: int, message: str) -> None:
-    if verbose >= 1 and _distributed()[0] == 0:
+    if verbose >= 1 and distributed()[0] == 0:
         print(message, flush=True)
 
 
@@ -547,17 +372,17 @@ def _epoch_line(epoch: int, config: TrainConfig, train_loss: float, test: dict[s
 
 
 def _timed(device: torch.device, fn: Any, *args: Any) -> tuple[Any, float]:
-    _synchronize(device)
+    synchronize(device)
     t0 = time.perf_counter()
     out = fn(*args)
-    _synchronize(device)
+    synchronize(device)
     return out, time.perf_counter() - t0
 
 
 def _run_epoch(run: Run, epoch: int, progress: Progress, verbose: int) -> dict[str, Any]:
     """One epoch of :func:`train`: train, validate, test on schedule; returns the test report (or ``{}``)."""
     config = run.config
-    rank = _distributed()[0]
+    rank = distributed()[0]
     bar = _progress_bar(max(1, len(run.data.train) // config.batch_size), verbose if rank == 0 else 0,
                         f"epoch {epoch + 1}/{config.epochs}")
     train_loss, seconds = _timed(run.device, train_one_epoch, run, epoch, bar)
@@ -576,7 +401,7 @@ def _run_epoch(run: Run, epoch: int, progress: Progress, verbose: int) -> dict[s
     if epoch + 1 == config.epochs or (config.eval_every is not None and (epoch + 1) % config.eval_every == 0):
         report = test_report(run)
         entry["test"] = _summary(report)
-    _synchronize(run.device)
+    synchronize(run.device)
     progress.eval_seconds += time.perf_counter() - t0
     progress.history.append(entry)
     progress.next_epoch = epoch + 1
@@ -593,7 +418,7 @@ def _save(run: Run, progress: Progress, out: Path, report: dict[str, Any]) -> No
         "train_seconds": progress.train_seconds,
         "eval_seconds": progress.eval_seconds,
         "wall_seconds": progress.wall_seconds(),
-        "world_size": _distributed()[1],
+        "world_size": distributed()[1],
     })
     write_json(out / RESULT, result_dict(run, progress, report, complete=progress.next_epoch == run.config.epochs))
 
@@ -637,11 +462,11 @@ def train(
     if device.type == "cuda":
         torch.cuda.set_device(device)
     try:
-        rank, world = _distributed()
+        rank, world = distributed()
         check_batch_per_process(config.batch_size, world)
         if rank == 0:
             out.mkdir(parents=True, exist_ok=True)
-        with _folder_lock(out) if rank == 0 else nullcontext():
+        with folder_lock(out) if rank == 0 else nullcontext():
             return _train_locked(config, out, device, resume=resume, overwrite=overwrite, verbose=verbose, data=data)
     finally:
         if started_group:
@@ -653,7 +478,7 @@ def _train_locked(
     data: PreparedData | None,
 ) -> dict[str, Any]:
     """:func:`train` once the folder is checked and locked (by rank 0)."""
-    rank, world = _distributed()
+    rank, world = distributed()
     if rank == 0:
         for name in (CHECKPOINT, RESULT):  # temporaries of writes that a SIGKILL interrupted
             clean_stale_temporaries(out, name)
@@ -662,7 +487,7 @@ def _train_locked(
             for name in (CHECKPOINT, RESULT):
                 (out / name).unlink(missing_ok=True)
     elif not resume:
-        status = _existing_run(out)
+        status = existing_run(out)
         if status == "diverged":
             raise RunFolderError(f"{out} holds a run (status diverged); pass --overwrite to replace it (a diverged run "
                                  "cannot be resumed)")
@@ -674,7 +499,7 @@ def _train_locked(
     checkpoint = None
     saved: dict[str, Any] | None = None
     if resume:
-        saved, why = _read_result(out / RESULT)
+        saved, why = read_result(out / RESULT)
         if saved is not None and saved.get("status") == "diverged":
             where = saved.get("diverged") if isinstance(saved.get("diverged"), dict) else {}
             at = f" at epoch {where.get('epoch')} (loss {where.get('train_loss')})" if where else ""
@@ -687,7 +512,7 @@ def _train_locked(
                 raise ValueError(f"cannot resume: {exc}; pass --overwrite to start the run over") from None
             _check_resumable(checkpoint["config"], config)
             finished = checkpoint["epoch"] + 1 >= config.epochs
-            problem = _result_problem(saved, why, checkpoint) if finished else None
+            problem = result_problem(saved, why, checkpoint) if finished else None
             if finished and problem is None:
                 _log(verbose, f"{out}: already complete")
                 return saved  # type: ignore[return-value]
@@ -737,7 +562,7 @@ def result_dict(
         "python_version": platform.python_version(),
         "device": str(run.device),
         "autocast": "bfloat16" if run.autocast else "off",
-        "world_size": _distributed()[1],
+        "world_size": distributed()[1],
         "config": run.config.to_dict(),
         "classes": list(run.data.classes),
         "train_counts": run.data.counts.tolist(),
@@ -756,7 +581,6 @@ def result_dict(
 
 __all__ = [
     "CHECKPOINT",
-    "LOCK",
     "RESULT",
     "Progress",
     "Run",

@@ -300,3 +300,35 @@ def test_sigkill_at_random_moments_then_resume_ends_as_the_uninterrupted_run(tmp
         assert _temporaries(folder) == [], moment
         outcomes.append((moment, status, left, resumed.stdout.splitlines()[0]))
     print("\n".join(map(str, outcomes)))  # with -s: where each kill landed and how the resume began
+
+
+@pytest.fixture
+def tiny_filesystem(tmp_path):
+    """A 64 KiB tmpfs (needs root and mount; skipped elsewhere): a real ENOSPC, not an injected one."""
+    import shutil as _shutil
+
+    point = tmp_path / "tiny"
+    point.mkdir()
+    if os.geteuid() != 0 or _shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root and mount(8)")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(point)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield point
+    finally:
+        subprocess.run(["umount", str(point)], capture_output=True)
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_leaves_no_temporary(tiny_filesystem):
+    from longtail.io import save_checkpoint
+
+    with pytest.raises(OSError, match=r"could not write checkpoint.pt in .*tiny: no space left on device \(errno 28\)"):
+        save_checkpoint(tiny_filesystem / "checkpoint.pt", {"x": torch.zeros(100_000)})
+    assert os.listdir(tiny_filesystem) == []
+    done = subprocess.run([sys.executable, "-m", "longtail", "train", "--dataset", "synthetic", "--imbalance", "10",
+                           "--n-max", "40", "--epochs", "1", "--batch-size", "32", "--width", "8", "--quiet",
+                           "--out", str(tiny_filesystem / "run")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().count("\n") == 0 and "no space left on device" in done.stderr, done.stderr
+    assert not [p for p in (tiny_filesystem / "run").glob(".*.tmp")]

@@ -269,3 +269,13 @@ def test_the_functional_forms_refuse_non_finite_or_negative_weights(bad):
                  lambda: class_balanced_loss(z, y, w, loss="softmax")):
         with pytest.raises(ValueError, match=r"weight must be finite and non-negative; got .*\(bad classes \[1\]\)"):
             call()
+
+
+def test_the_functional_forms_refuse_a_non_integer_ignore_index():
+    from longtail.functional import class_balanced_loss, focal_loss
+
+    z, y = torch.randn(3, C), torch.tensor([0, 1, 2])
+    for call in (lambda: focal_loss(z, y, ignore_index=1.5),
+                 lambda: class_balanced_loss(z, y, torch.ones(C), ignore_index=True)):
+        with pytest.raises(TypeError, match="ignore_index must be an integer; got"):
+            call()

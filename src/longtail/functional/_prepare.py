@@ -20,6 +20,7 @@ from ..checks import (
     check_choice,
     check_class_weight,
     check_finite_per_class,
+    check_ignore_index,
     check_label_values,
     check_logits,
     check_target,
@@ -50,6 +51,8 @@ def prepare(
     """Validates the arguments and brings them to the compute dtype and a common form."""
     check_logits(logits)
     check_choice("reduction", reduction, REDUCTIONS)
+    if not is_compiling():  # a module's int attribute may reach a traced graph as a symbolic int
+        ignore_index = check_ignore_index(ignore_index)
     hard = check_target(logits, target)
     num_classes = logits.shape[1]
     dtype = compute_dtype(logits.dtype)

@@ -361,3 +361,14 @@ def test_gradients_of_every_order_with_float_targets_at_every_gamma(loss, gamma,
         fn = lambda x: class_balanced_loss(x, t, w, loss=loss, gamma=gamma, reduction=reduction)  # noqa: E731
         assert torch.autograd.gradcheck(fn, (z,))
         assert torch.autograd.gradgradcheck(fn, (z,))
+
+
+def test_weighted_mean_and_pytorch_agree_for_index_targets_only_as_the_readme_says():
+    z = torch.randn(8, 3, dtype=torch.float64)
+    y, w = torch.randint(0, 3, (8,)), torch.tensor([0.2, 1.0, 2.5], dtype=torch.float64)
+    t = torch.softmax(torch.randn(8, 3, dtype=torch.float64), 1)
+    torch.testing.assert_close(class_balanced_loss(z, y, w, reduction="weighted_mean"), F.cross_entropy(z, y, weight=w))
+    # Probability targets: PyTorch divides the weighted sum by N, which is our official "mean".
+    torch.testing.assert_close(class_balanced_loss(z, t, w, reduction="mean"), F.cross_entropy(z, t, weight=w))
+    expected = -(t * w * F.log_softmax(z, 1)).sum() / (t * w).sum()
+    torch.testing.assert_close(class_balanced_loss(z, t, w, reduction="weighted_mean"), expected)

@@ -323,7 +323,8 @@ def shot_accuracy(
     return _shot_from_per_class(acc, counts, many, few)
 
 
-def _nan_to_none(x: float) -> float | None:
+def nan_to_none(x: float) -> float | None:
+    """``None`` for NaN (JSON has no NaN), else the float: how reports write an undefined value."""
     return None if math.isnan(x) else float(x)
 
 
@@ -366,14 +367,14 @@ def report_from_confusion(
         "accuracy": _accuracy_from_cm(cm),
         "balanced_accuracy": _balanced_from_cm(cm),
         "macro_f1": _macro_f1_from_cm(cm),
-        "per_class_accuracy": [_nan_to_none(v) for v in acc.tolist()],
+        "per_class_accuracy": [nan_to_none(v) for v in acc.tolist()],
         "per_class_support": cm.sum(dim=1).tolist(),
     }
     if train_counts is not None:
         many, few = check_shot_thresholds(many_threshold, few_threshold)
         counts = as_train_counts(train_counts, c)
         shots = _shot_from_per_class(acc, counts, many, few)
-        report["shot_accuracy"] = {k: _nan_to_none(v) for k, v in shots.items()}
+        report["shot_accuracy"] = {k: nan_to_none(v) for k, v in shots.items()}
         report["shot_num_classes"] = {k: int(m.sum()) for k, m in _group_masks(counts, many, few).items()}
         report["shot_thresholds"] = {"many": many_threshold, "few": few_threshold}
     if include_confusion:

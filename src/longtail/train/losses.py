@@ -12,7 +12,6 @@ code); ``docs/adding_a_loss.md`` walks through one.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..metrics import ConfusionMeter
+from ..metrics import ConfusionMeter, nan_to_none
 from ..losses import (
     BalancedSoftmaxLoss,
     CDBLoss,
@@ -88,15 +87,11 @@ class LossSpec:
         return self.summary + (f" [{'; '.join(notes)}]" if notes else "")
 
 
-def _nan_to_none(values: torch.Tensor) -> list[float | None]:
-    return [None if math.isnan(v) else v for v in values.tolist()]
-
-
 def _cdb_after_validation(criterion: nn.Module, meter: ConfusionMeter) -> dict[str, Any]:
     """CDB: the validation pass's per-class accuracy sets the next epoch's weights (the README's loop)."""
     weights = criterion.update_from(meter)
     return {
-        "val_class_accuracy": _nan_to_none(criterion.last_accuracy),
+        "val_class_accuracy": [nan_to_none(v) for v in criterion.last_accuracy.tolist()],
         "cdb_weights": weights.tolist(),
         "cdb_tau": float(criterion.last_tau),
     }

@@ -10,7 +10,9 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
-EXTRAS=${LONGTAIL_EXTRAS:-test}
+# lightning and hf: the tests of longtail.integrations run (they skip without them); neither resolves a torch of
+# its own (lightning asks for torch>=2.1, transformers for none, accelerate for torch>=2.0).
+EXTRAS=${LONGTAIL_EXTRAS:-test,lightning,hf}
 TORCH_SPEC=${LONGTAIL_TORCH_SPEC:-torch==2.13.0}
 STAMP="$VENV/.longtail-installed"
 

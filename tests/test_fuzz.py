@@ -112,3 +112,72 @@ def test_the_weights_command_refuses_bad_lists_in_one_line(text, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("longtail weights: error: "), err
+
+
+# Per-sample weights as a caller might pass them: any shape, dtype and value (NaN, inf, negative), or no tensor at all.
+SAMPLE_WEIGHTS = st.one_of(
+    st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), min_size=0, max_size=5).map(
+        lambda values: torch.tensor(values, dtype=torch.float32)),
+    st.lists(st.floats(min_value=0, max_value=1e6), min_size=3, max_size=3).map(torch.tensor),
+    st.lists(st.integers(-3, 3), min_size=3, max_size=3).map(torch.tensor),
+    st.lists(st.floats(min_value=0, max_value=10), min_size=6, max_size=6).map(lambda v: torch.tensor(v).reshape(3, 2)),
+    ANY_VALUE,
+)
+FORWARDS = {
+    "ClassBalancedLoss": lambda: ClassBalancedLoss([50, 5, 1], beta=0.99, label_smoothing=0.1),
+    "ClassBalancedLoss.sigmoid": lambda: ClassBalancedLoss([50, 5, 1], beta=0.99, loss="sigmoid", pos_weight=[1, 2, 3]),
+    "FocalLoss": lambda: FocalLoss(gamma=2.0, num_classes=3),
+    "SigmoidFocalLoss": lambda: SigmoidFocalLoss(gamma=2.0, pos_weight=[0.5, 1.0, 4.0]),
+    "CDBLoss": lambda: CDBLoss(3, tau=1.0),
+    "LDAMLoss": lambda: LDAMLoss([50, 5, 1], label_smoothing=0.2),
+    "LogitAdjustedLoss": lambda: LogitAdjustedLoss([50, 5, 1]),
+}
+
+
+@settings(max_examples=150)
+@given(name=st.sampled_from(sorted(FORWARDS)), sample_weight=SAMPLE_WEIGHTS,
+       reduction=st.sampled_from(["mean", "weighted_mean", "sum", "none"]))
+def test_a_sample_weight_is_taken_or_refused_with_a_message_naming_it(name, sample_weight, reduction):
+    criterion = FORWARDS[name]()
+    criterion.reduction = reduction
+    z, y = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0], [0.0, 0.0, 0.0]]), torch.tensor([0, 2, 1])
+    try:
+        out = criterion(z, y, sample_weight)
+    except (ValueError, TypeError) as exc:
+        assert str(exc).startswith("sample_weight must "), str(exc)
+        return
+    if sample_weight is None:  # no per-sample weights
+        return
+    # Accepted: a float tensor of shape (3,), finite and non-negative; the loss is non-negative, and finite unless
+    # a weight near float32's largest value overflows it.
+    assert isinstance(sample_weight, torch.Tensor) and sample_weight.is_floating_point()
+    assert sample_weight.shape == (3,) and bool(torch.isfinite(sample_weight).all()) and bool((sample_weight >= 0).all())
+    assert not bool(torch.isnan(out).any()) or float(sample_weight.max()) > 1e30
+    assert bool((out >= 0).all()) or float(sample_weight.max()) > 1e30
+    if float(sample_weight.max()) < 1e30:
+        assert bool(torch.isfinite(out).all())
+
+
+NEW_ARGUMENTS = {
+    "label_smoothing": lambda v: ClassBalancedLoss([50, 5, 1], beta=0.99, label_smoothing=v),
+    "label_smoothing.FocalLoss": lambda v: FocalLoss(label_smoothing=v),
+    "label_smoothing.sigmoid": lambda v: ClassBalancedLoss([50, 5, 1], loss="sigmoid", label_smoothing=v),
+    "pos_weight": lambda v: ClassBalancedLoss([50, 5, 1], loss="focal", gamma=1.0, pos_weight=v),
+    "pos_weight.SigmoidFocalLoss": lambda v: SigmoidFocalLoss(pos_weight=v, num_classes=3),
+    "pos_weight.softmax": lambda v: ClassBalancedLoss([50, 5, 1], pos_weight=v),
+}
+
+
+@settings(max_examples=200)
+@given(name=st.sampled_from(sorted(NEW_ARGUMENTS)),
+       value=st.one_of(HYPER, st.lists(st.one_of(st.integers(-3, 5), st.floats(allow_nan=True, allow_infinity=True)),
+                                       min_size=0, max_size=4)))
+def test_label_smoothing_and_pos_weight_are_taken_or_refused_with_a_message_naming_them(name, value):
+    argument = name.split(".")[0]
+    try:
+        criterion = NEW_ARGUMENTS[name](value)
+    except (ValueError, TypeError) as exc:
+        assert str(exc).startswith(argument + " must "), str(exc)
+        return
+    out = criterion(torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]]), torch.tensor([0, 2]))
+    assert bool(torch.isfinite(out)) and bool(out >= 0), (name, value, out)

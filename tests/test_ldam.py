@@ -318,3 +318,15 @@ def test_state_dict_round_trip_takes_margins_and_weight():
     torch.testing.assert_close(restored(z, y), weighted(z, y))
     with pytest.raises(RuntimeError, match="size mismatch"):
         LDAMLoss([1, 2]).load_state_dict(restored.state_dict())
+
+
+def test_trainer_ce_cosine_is_cross_entropy_on_scaled_cosines_with_the_cosine_head():
+    """`--loss ce_cosine`: LDAM's head and scale without margins (separates LDAM-DRW's margin from its head)."""
+    from longtail.train import LOSSES, TrainConfig
+
+    spec = LOSSES["ce_cosine"]
+    assert spec.head == "cosine" and spec.reads == ("scale",)
+    criterion = spec.build_loss(TrainConfig(loss="ce_cosine", scale=16.0), torch.tensor([50, 20, 5]))
+    cosines = torch.rand(6, 3, dtype=torch.float64) * 2 - 1
+    target = torch.tensor([0, 1, 2, 2, 1, 0])
+    torch.testing.assert_close(criterion(cosines, target), F.cross_entropy(16.0 * cosines, target))

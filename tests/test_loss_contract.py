@@ -3,8 +3,10 @@
 A new loss gets the whole contract from one line in ``CASES``: dense inputs with ``ignore_index``, an
 all-ignored batch giving 0, float64 gradcheck and gradgradcheck, finite values and gradients for
 extreme logits, half-precision inputs computed in float32, bad-input messages, ``state_dict`` and
-``.to()``, the one weight mechanism (``set_weight``), and ``torch.compile(fullgraph=True)``. The family
-test files keep only their formula tests.
+``.to()``, the one weight mechanism (``set_weight``), ``torch.compile(fullgraph=True)``, and the per-sample
+weights every ``forward`` takes (``sample_weight``: ones change nothing, zeros drop samples, integers repeat
+them, bad ones are refused). Cases with ``label_smoothing`` and ``pos_weight`` put those paths under the same
+contract. The family test files keep only their formula tests.
 """
 
 from __future__ import annotations
@@ -61,6 +63,11 @@ CASES = [
     Case("ldam", lambda: LDAMLoss(COUNTS, scale=10.0), soft=False),
     Case("balanced_softmax", lambda: BalancedSoftmaxLoss(COUNTS)),
     Case("logit_adjusted", lambda: LogitAdjustedLoss(COUNTS, tau=0.5)),
+    # The label-smoothing path (log_softmax in autograd) and the pos_weight path under the same contract (the
+    # cross-entropy and BCE variants of both have their gradchecks in tests/test_conventions.py).
+    Case("focal_weighted_smoothed", lambda: FocalLoss(gamma=0.5, weight=[0.5, 1.0, 1.5, 1.0], label_smoothing=0.2)),
+    Case("sigmoid_focal_pos_weight", lambda: SigmoidFocalLoss(gamma=0.5, alpha=0.25, num_classes=C,
+                                                              pos_weight=[2.0, 0.3, 1.0, 4.0])),
 ]
 IDS = [case.name for case in CASES]
 SOFT = [case for case in CASES if case.soft]
@@ -244,6 +251,8 @@ def test_compiles_without_graph_breaks_and_sees_new_weights(case):
     if case.soft:
         soft = torch.softmax(torch.randn(8, C), 1)
         torch.testing.assert_close(compiled(z, soft), criterion(z, soft))
+    sample_weight = torch.rand(8)
+    torch.testing.assert_close(compiled(z, y, sample_weight), criterion(z, y, sample_weight))
 
 
 def test_an_unsized_loss_is_sized_by_its_first_weight_and_by_a_loaded_state():
@@ -279,3 +288,55 @@ def test_the_functional_forms_refuse_a_non_integer_ignore_index():
                  lambda: class_balanced_loss(z, y, torch.ones(C), ignore_index=True)):
         with pytest.raises(TypeError, match="ignore_index must be an integer; got"):
             call()
+
+
+# --- sample_weight: every forward takes per-sample weights ------------------------------------------------
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_sample_weight_of_ones_equals_none(case):
+    criterion = case.make().double()
+    z = torch.randn(3, C, 2, dtype=torch.float64)
+    y = torch.randint(0, C, (3, 2))
+    y[1, 0] = -100
+    ones = torch.ones(3, 2, dtype=torch.float64)
+    for reduction in ["mean", "weighted_mean", "sum", "none"]:
+        criterion.reduction = reduction
+        torch.testing.assert_close(criterion(z, y, ones), criterion(z, y), rtol=1e-15, atol=0)
+    if case.soft:
+        soft = torch.softmax(torch.randn(3, C, 2, dtype=torch.float64), 1)
+        torch.testing.assert_close(criterion(z, soft, ones), criterion(z, soft), rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_sample_weight_zero_drops_samples_and_integers_repeat_them(case):
+    criterion = _with(case.make().double(), reduction="sum")
+    z, y = torch.randn(6, C, dtype=torch.float64), torch.tensor([0, 1, 2, 3, 1, 0])
+    zeros = torch.tensor([1.0, 0.0, 1.0, 0.0, 0.0, 1.0], dtype=torch.float64)
+    keep = zeros > 0
+    torch.testing.assert_close(criterion(z, y, zeros), criterion(z[keep], y[keep]), rtol=1e-13, atol=0)
+    torch.testing.assert_close(criterion(z, y, zeros), criterion(z, torch.where(keep, y, -100)), rtol=1e-13, atol=0)
+    counts = torch.tensor([2, 0, 1, 3, 1, 2])
+    repeated = (z.repeat_interleave(counts, 0), y.repeat_interleave(counts, 0))
+    for reduction in ["sum", "weighted_mean"]:
+        criterion.reduction = reduction
+        torch.testing.assert_close(criterion(z, y, counts.double()), criterion(*repeated), rtol=1e-13, atol=1e-15)
+
+
+BAD_SAMPLE_WEIGHT = [
+    (torch.ones(2), ValueError, r"sample_weight must have shape \(3,\), one weight per sample"),
+    (torch.ones(3, 1), ValueError, r"sample_weight must have shape \(3,\)"),
+    (torch.tensor([1.0, -0.5, 1.0]), ValueError, "sample_weight must be finite and non-negative; got -0.5 at sample 1"),
+    (torch.tensor([1.0, 1.0, float("nan")]), ValueError, "sample_weight must be finite and non-negative; got nan at sample 2"),
+    (torch.tensor([1.0, float("inf"), 1.0]), ValueError, "sample_weight must be finite and non-negative; got inf"),
+    (torch.tensor([1, 2, 1]), TypeError, "sample_weight must be a floating-point tensor; got dtype torch.int64"),
+    ([1.0, 1.0, 1.0], TypeError, "sample_weight must be a floating-point tensor of shape \\(3,\\).*; got list"),
+    (torch.ones(3, device="meta"), ValueError, "sample_weight must be on the input's device cpu; got meta"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("bad, error, match", BAD_SAMPLE_WEIGHT, ids=[m for _, _, m in BAD_SAMPLE_WEIGHT])
+def test_bad_sample_weight_is_refused_with_a_message(case, bad, error, match):
+    with pytest.raises(error, match=match):
+        case.make()(torch.zeros(3, C), torch.tensor([0, 1, 2]), bad)

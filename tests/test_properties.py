@@ -3,7 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from longtail.functional import class_balanced_loss, sigmoid_focal_loss
@@ -131,3 +131,92 @@ def test_weight_scaling_is_linear(loss):
     torch.testing.assert_close(a, 3 * class_balanced_loss(z, y, w, loss=loss, gamma=gamma))
     wm = class_balanced_loss(z, y, 3 * w, loss=loss, gamma=gamma, reduction="weighted_mean")
     torch.testing.assert_close(wm, class_balanced_loss(z, y, w, loss=loss, gamma=gamma, reduction="weighted_mean"))
+
+
+# --- sample_weight and label_smoothing over shapes and dtypes (docs/conventions.md) ---------------------------
+
+
+def _sample_weights(y, seed, dtype):
+    """Per-sample weights of the target's shape in [0, 3), about a quarter of them 0."""
+    gen = torch.Generator().manual_seed(seed)
+    s = torch.rand(y.shape, generator=gen, dtype=torch.float64) * 3
+    return torch.where(torch.rand(y.shape, generator=gen) < 0.25, 0.0, s).to(dtype)
+
+
+@settings(max_examples=25)
+@given(
+    problem=problems(),
+    loss=st.sampled_from(LOSSES),
+    gamma=st.floats(0.0, 3.0),
+    dtype=st.sampled_from(DTYPES),
+    weight_dtype=st.sampled_from([torch.float64, torch.float32, torch.float16]),
+    reduction=st.sampled_from(["mean", "weighted_mean", "sum", "none"]),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_sample_weight_multiplies_each_sample_with_its_class_weight(problem, loss, gamma, dtype, weight_dtype,
+                                                                     reduction, seed):
+    z, y, w = problem
+    w = w.float().double()  # the float32 weights the loss is given, exactly
+    gamma = _gamma(loss, gamma)
+    s = _sample_weights(y, seed, weight_dtype)
+    # The definitions in float64, from the unweighted-by-sample per-sample losses of the same (rounded) input.
+    z_in = z.clamp(-1e4, 1e4).to(dtype)
+    z64 = z_in.double()
+    per_sample = class_balanced_loss(z64, y, w, loss=loss, gamma=gamma, reduction="none")
+    s64, valid = s.double(), y != -100
+    w_y = w[torch.where(valid, y, 0)]
+    expected = {
+        "none": s64 * per_sample,
+        "sum": (s64 * per_sample).sum(),
+        "mean": (s64 * per_sample).sum() / valid.sum().clamp_min(1),
+        "weighted_mean": (s64 * per_sample).sum() / torch.where(valid, s64 * w_y, 0.0).sum().clamp_min(1e-300),
+    }[reduction]
+    if reduction == "weighted_mean" and not bool((torch.where(valid, s64 * w_y, 0.0) > 0).any()):
+        expected = torch.zeros((), dtype=torch.float64)  # nothing to average: 0, not NaN
+    got = class_balanced_loss(z_in, y, w.float(), loss=loss, gamma=gamma, reduction=reduction, sample_weight=s)
+    assert got.dtype == dtype and got.shape == expected.shape
+    if dtype == torch.float64:
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+    else:  # computed in float32 from the same values, then rounded to the input's dtype
+        ref = class_balanced_loss(z_in.float(), y, w.float(), loss=loss, gamma=gamma, reduction=reduction,
+                                  sample_weight=s.float())
+        torch.testing.assert_close(got, ref.to(dtype))
+        torch.testing.assert_close(ref.double(), expected, rtol=1e-4, atol=1e-4 * (1 + float(z64.abs().max())))
+
+
+@settings(max_examples=25)
+@given(
+    problem=problems(),
+    loss=st.sampled_from(["softmax", "softmax_focal"]),
+    gamma=st.floats(0.0, 3.0),
+    eps=st.floats(0.0, 0.99),
+    dtype=st.sampled_from(DTYPES),
+)
+def test_label_smoothing_mixes_the_label_and_the_uniform_terms_under_the_labels_weight(problem, loss, gamma, eps, dtype):
+    z, y, w = problem
+    gamma = _gamma(loss, gamma)
+    c = z.shape[1]
+    # In float64: (1 - eps) w_y L_y + eps w_y (1/C) sum_c L_c, the second through the probability-target path.
+    label = class_balanced_loss(z, y, w, loss=loss, gamma=gamma, reduction="none")
+    uniform = class_balanced_loss(z, torch.full_like(z, 1.0 / c), torch.ones(c, dtype=torch.float64), loss=loss,
+                                  gamma=gamma, reduction="none")
+    valid = y != -100
+    expected = torch.where(valid, (1 - eps) * label + eps * w[torch.where(valid, y, 0)] * uniform, 0.0)
+    got = class_balanced_loss(z, y, w, loss=loss, gamma=gamma, label_smoothing=eps, reduction="none")
+    torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-9 * (1 + float(z.abs().max())))
+    if loss == "softmax":  # without class weights: PyTorch's label smoothing, dense inputs and ignore_index included
+        ones = torch.ones(c, dtype=torch.float64)
+        torch.testing.assert_close(
+            class_balanced_loss(z, y, ones, label_smoothing=eps, reduction="none"),
+            F.cross_entropy(z, y, label_smoothing=eps, reduction="none"), rtol=1e-9, atol=1e-9 * (1 + float(z.abs().max())),
+        )
+    # Every dtype: finite values and gradients, computed in float32 and returned in the input's dtype.
+    z_in = z.clamp(-1e4, 1e4).to(dtype).requires_grad_(True)
+    out = class_balanced_loss(z_in, y, w.float(), loss=loss, gamma=gamma, label_smoothing=eps, reduction="sum")
+    out.float().backward()
+    compute = z_in.detach() if dtype == torch.float64 else z_in.detach().float()
+    ref = class_balanced_loss(compute, y, w.float(), loss=loss, gamma=gamma, label_smoothing=eps, reduction="sum")
+    assert out.dtype == dtype and torch.isfinite(ref) and bool(ref >= 0)
+    if float(ref) < torch.finfo(dtype).max / 2:
+        torch.testing.assert_close(out, ref.to(dtype))
+    assert z_in.grad.dtype == dtype and torch.isfinite(z_in.grad.float()).all()

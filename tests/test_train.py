@@ -195,6 +195,14 @@ def test_ddp_train_loss_is_over_every_process_and_small_batches_are_refused(tmp_
     saved = json.loads((tmp_path / "run" / "result.json").read_text())
     assert saved["world_size"] == 2
     assert reports[0]["train_loss"] == reports[1]["train_loss"] == [h["train_loss"] for h in saved["history"]]
+    # A second stage under DDP (frozen backbone, class-balanced sampler): each process a disjoint shard of the
+    # epoch's sample, which every process draws the same.
+    assert all(r["crt"] == {"status": "complete", "world_size": 2, "sampler": "class_balanced"} for r in reports)
+    order = reports[0]["order"]
+    assert reports[1]["order"] == order
+    for step, (first, second) in enumerate(zip(reports[0]["shards"], reports[1]["shards"], strict=True)):
+        assert sorted(first + second) == sorted(order[step * 32 : (step + 1) * 32])
+        assert len(first) - len(second) in (0, 1)  # 16 and 16 for a full batch of 32
 
 
 def test_eval_every_evaluates_the_test_set_on_schedule_and_at_the_end(synthetic_data, tmp_path):

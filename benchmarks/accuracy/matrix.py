@@ -9,6 +9,7 @@ and the model's initialisation and data order.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from longtail.train.presets import PRESETS
@@ -31,12 +32,23 @@ RECIPE: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class Cell:
-    """One loss configuration of the matrix; ``name`` is its folder and its row in the report."""
+    """One loss configuration of the matrix; ``name`` is its folder and its row in the report.
+
+    ``parent`` names the cell whose finished run (same imbalance and seed) a later stage starts from
+    (``init_from``); the runner trains parents first.
+    """
 
     name: str
     family: str
     overrides: dict[str, Any] = field(default_factory=dict)
     beta: float | None = None
+    parent: str | None = None
+
+
+# A second stage (cRT, LWS, weight balancing's classifier stage) trains a quarter of the first stage's epochs, at
+# least 2 (Kang et al.: 10 after 90 on ImageNet-LT; the weight-balancing code: 10 after 320 on CIFAR).
+STAGE2_EPOCHS = max(2, RECIPE["epochs"] // 4)
+WB_WEIGHT_DECAYS = (2e-3, 5e-3, 1e-2)
 
 
 def cells() -> list[Cell]:
@@ -61,7 +73,30 @@ def cells() -> list[Cell]:
         Cell("ldam_drw", "peer", dict(loss="ldam", drw_epoch=4)),
         Cell("balanced_softmax", "peer", dict(loss="balanced_softmax")),
         Cell("logit_adjusted_t1.5", "peer", dict(loss="logit_adjusted", la_tau=1.5)),
+        # LDAM's cosine head and scale without its margins: what LDAM-DRW owes to its head rather than its margin.
+        Cell("ce_cosine", "peer", dict(loss="ce_cosine")),
+        # Post-hoc logit adjustment of the CE run, tau chosen on the validation split.
+        Cell("ce_posthoc_la", "peer", dict(loss="ce", epochs=0, posthoc="logit_adjust"), parent="ce"),
     ]
+    grid += [Cell(f"ce_sampler_{name}", "sampler", dict(loss="ce", sampler=name))
+             for name in ("sqrt", "class_balanced", "progressive")]
+    # Decoupling (Kang et al.): stage 2 on the CE run's frozen backbone.
+    grid += [
+        Cell("crt", "decoupled", dict(loss="ce", stage="crt", epochs=STAGE2_EPOCHS), parent="ce"),
+        Cell("lws", "decoupled", dict(loss="ce", stage="lws", epochs=STAGE2_EPOCHS), parent="ce"),
+        Cell("tau_norm", "decoupled", dict(loss="ce", epochs=0, posthoc="tau_norm"), parent="ce"),
+    ]
+    # Weight balancing (Alshammari et al.): stage 1 CE with a larger weight decay, tuned (three values around their
+    # CIFAR choice, 5e-3; the best chosen on validation like every other hyperparameter), then the classifier
+    # fine-tuned with the CB softmax, weight decay 0.1 and MaxNorm (their released stage-2 recipe: lr 0.01, relative
+    # threshold 0.1).
+    for wd in WB_WEIGHT_DECAYS:
+        grid += [
+            Cell(f"wb_stage1_wd{wd:g}", "weight_balancing_stage1", dict(loss="ce", weight_decay=wd)),
+            Cell(f"wb_wd{wd:g}", "weight_balancing", dict(stage="classifier", loss="cb_softmax", beta=0.9999,
+                                                          weight_decay=0.1, lr=0.01, max_norm=0.1,
+                                                          epochs=STAGE2_EPOCHS), parent=f"wb_stage1_wd{wd:g}"),
+        ]
     return grid
 
 
@@ -90,5 +125,20 @@ def convergence_cells() -> list[Cell]:
 GRIDS = {"matrix": cells, "convergence": convergence_cells}
 
 
-def config_for(cell: Cell, imbalance: float, seed: int) -> dict[str, Any]:
-    return {**RECIPE, **cell.overrides, "imbalance": float(imbalance), "seed": seed, "subset_seed": seed}
+def run_folder(out: str | Path, imbalance: float, name: str, seed: int) -> Path:
+    return Path(out) / "runs" / f"rho{imbalance:g}" / name / f"seed{seed}"
+
+
+def config_for(cell: Cell, imbalance: float, seed: int, out: str | Path | None = None) -> dict[str, Any]:
+    """The cell's configuration; a later stage's ``init_from`` is its parent's folder under ``out``
+    (``None`` without ``out``: compare configurations without it, as the report does)."""
+    config = {**RECIPE, **cell.overrides, "imbalance": float(imbalance), "seed": seed, "subset_seed": seed}
+    if cell.parent is not None:
+        config["init_from"] = str(run_folder(out, imbalance, cell.parent, seed)) if out is not None else None
+    return config
+
+
+def same_recipe(saved: dict[str, Any], expected: dict[str, Any]) -> bool:
+    """Whether a saved configuration is the cell's (``init_from``, a path that depends on where results live,
+    aside: a later stage's parent is checked by its own record)."""
+    return {**saved, "init_from": None} == {**expected, "init_from": None}

@@ -24,39 +24,55 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from matrix import GRIDS, IMBALANCES, SEEDS, Cell, config_for  # noqa: E402
+from matrix import GRIDS, IMBALANCES, SEEDS, Cell, config_for, run_folder, same_recipe  # noqa: E402
 
 
 _DATA_CACHE: dict[tuple[float, int], Any] = {}
 
 
-def _run_cell(job: tuple[float, int, Cell, str]) -> tuple[str, float, int, float] | None:
-    """Trains one cell (skipped when finished with the same recipe); workers keep the last prepared data."""
+def _run_cell(job: tuple[float, int, Cell, str, bool]) -> tuple[str, float, int, float] | None:
+    """Trains one cell (skipped when finished with the same recipe); workers keep the last prepared data.
+
+    A finished parent of a later stage whose checkpoint is gone (checkpoints are not committed) is trained again
+    into its folder, so its children have weights to start from; the seeded run reproduces its result (a line
+    says so, or what differs).
+    """
     import torch
 
     from longtail.train import TrainConfig, prepare_data, train
 
-    imbalance, seed, cell, out = job
+    imbalance, seed, cell, out, is_parent = job
     torch.set_num_threads(1)
-    folder = Path(out) / "runs" / f"rho{imbalance:g}" / cell.name / f"seed{seed}"
+    folder = run_folder(out, imbalance, cell.name, seed)
     result_file = folder / "result.json"
-    config = TrainConfig(**config_for(cell, imbalance, seed))
+    config = TrainConfig(**config_for(cell, imbalance, seed, out))
+    before = None
     if result_file.exists():
         saved = json.loads(result_file.read_text())
         # from_dict fills in fields added to TrainConfig since the cell ran.
-        same = TrainConfig.from_dict(saved["config"]).to_dict() == config.to_dict()
+        same = same_recipe(TrainConfig.from_dict(saved["config"]).to_dict(), config.to_dict())
         if same and saved.get("status") == "complete":
-            return None
-        if not same:  # the recipe changed: this cell starts over
+            if not is_parent or (folder / "checkpoint.pt").exists():
+                return None
+            before = saved["final"]["accuracy"]
+            shutil.rmtree(folder)  # its children need its weights: the same seeded run again
+        elif not same:  # the recipe changed: this cell starts over
             shutil.rmtree(folder)
     key = (imbalance, seed)
     if key not in _DATA_CACHE:
         _DATA_CACHE.clear()  # one dataset per worker at a time
         _DATA_CACHE[key] = prepare_data(config, torch.device("cpu"))
     start = time.perf_counter()
-    train(config, folder, resume=True, verbose=0, data=_DATA_CACHE[key])
+    try:
+        result = train(config, folder, resume=True, verbose=0, data=_DATA_CACHE[key])
+    except Exception as exc:  # one failed cell must not stop the matrix: report it and go on
+        print(f"rho {imbalance:>5g}  seed {seed}  {cell.name:<24} FAILED: {type(exc).__name__}: {exc}", flush=True)
+        return None
     seconds = time.perf_counter() - start
-    print(f"rho {imbalance:>5g}  seed {seed}  {cell.name:<24} {seconds:6.1f}s", flush=True)
+    again = "" if before is None else (
+        "  (retrained for its checkpoint: same accuracy)" if result["final"]["accuracy"] == before
+        else f"  (retrained for its checkpoint: accuracy {before} before, {result['final']['accuracy']} now)")
+    print(f"rho {imbalance:>5g}  seed {seed}  {cell.name:<24} {seconds:6.1f}s{again}", flush=True)
     return cell.name, imbalance, seed, seconds
 
 
@@ -81,15 +97,26 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(v) for v in args.seeds.split(",")]
     # One job per run, the most imbalanced (the headline numbers) first, so the workers stay busy to the
     # end and a matrix cut short leaves whole imbalances done; it may be finished over several sessions.
-    jobs = [(rho, seed, cell, str(args.out)) for rho in sorted(imbalances, reverse=True) for seed in seeds
-            for cell in grid]
+    parents = {c.parent for c in grid if c.parent is not None}
+    jobs = [(rho, seed, cell, str(args.out), cell.name in parents) for rho in sorted(imbalances, reverse=True)
+            for seed in seeds for cell in grid]
     # Within an imbalance, the longest runs first (epochs x width), so no worker is left with a long one at the end.
     jobs.sort(key=lambda job: (-job[0], -_cost(job[2])))
 
+    # Later stages start from their parent's finished run: parents first, then their children (one wave each).
+    names = {c.name for c in grid}
+    missing = sorted({c.parent for c in grid if c.parent is not None and c.parent not in names})
+    if missing:
+        parser.error(f"cells {sorted(c.name for c in grid if c.parent in missing)} start from {missing}: "
+                     "add them to --only")
+    waves = [[job for job in jobs if job[2].parent is None], [job for job in jobs if job[2].parent is not None]]
+
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.time()
+    finished = []
     with mp.get_context("spawn").Pool(args.workers) as pool:
-        finished = [row for row in pool.imap(_run_cell, jobs, chunksize=1) if row is not None]
+        for wave in waves:
+            finished += [row for row in pool.imap(_run_cell, wave, chunksize=1) if row is not None]
     manifest_path = args.out / "manifest.json"
     manifest: dict[str, Any] = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"sessions": []}
     manifest["sessions"].append(

@@ -46,3 +46,38 @@ __all__ = [
     "functional",
     "init_prior_bias",
 ]
+
+# Submodules not imported above (longtail.data, .models, .train, .sklearn, ...) load on first attribute access
+# (PEP 562), so `import longtail` stays cheap and `longtail.train.train(...)` still works after it.
+_SUBMODULES = (
+    "bias_init",
+    "cdb",
+    "checks",
+    "cli",
+    "confusion",
+    "counts",
+    "data",
+    "demo",
+    "drw",
+    "functional",
+    "integrations",
+    "io",
+    "losses",
+    "metrics",
+    "models",
+    "sklearn",
+    "train",
+    "weights",
+)
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_SUBMODULES))

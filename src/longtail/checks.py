@@ -486,3 +486,123 @@ def check_output_folder(path: Any, name: str = "out_dir") -> Path:
                 raise ValueError(f"{name} must be a folder or a path to create one at; got {str(folder)!r}, {given}")
             break
     return folder
+
+
+# --- appended: label smoothing, per-sample weights, pos_weight -------------------------------------------
+
+
+SOFTMAX_LOSSES = ("softmax", "softmax_focal")
+SIGMOID_LOSSES = ("sigmoid", "focal")
+
+
+def check_label_smoothing(value: Any, loss: str | None = None, softmax_losses: Sequence[str] = SOFTMAX_LOSSES) -> float:
+    """``label_smoothing`` as a Python float in ``[0, 1)``; a non-zero value is refused for ``loss`` when that is
+    not a softmax loss (label smoothing is defined here for the softmax losses only)."""
+    eps = check_real("label_smoothing", value, low=0.0, high=1.0, high_open=True)
+    if loss is not None and loss not in softmax_losses and not is_compiling() and eps != 0.0:
+        allowed = " or ".join(map(repr, softmax_losses))
+        raise ValueError(
+            f"label_smoothing must be 0 with loss={loss!r} (label smoothing is defined here for the softmax losses, "
+            f"loss={allowed}); got label_smoothing={eps}"
+        )
+    return eps
+
+
+def check_pos_weight_loss(pos_weight: Any, loss: str, sigmoid_losses: Sequence[str] = SIGMOID_LOSSES) -> None:
+    """``pos_weight`` weighs the positive term of the one-vs-all (sigmoid) losses: refused for any other ``loss``."""
+    if pos_weight is not None and loss not in sigmoid_losses:
+        allowed = " or ".join(map(repr, sigmoid_losses))
+        raise ValueError(
+            f"pos_weight must be None with loss={loss!r} (pos_weight multiplies the positive term of the one-vs-all "
+            f"sigmoid losses, loss={allowed}); got a pos_weight"
+        )
+
+
+def as_pos_weight(pos_weight: Any, num_classes: int | None = None) -> torch.Tensor | None:
+    """An optional ``pos_weight`` given at construction: ``(C,)`` float64 on the CPU, finite and positive
+    (any length while ``num_classes`` is None)."""
+    if pos_weight is None:
+        return None
+    tensor = as_real_vector(pos_weight, "pos_weight")
+    if num_classes is not None and tensor.numel() != num_classes:
+        raise ValueError(
+            f"pos_weight must have shape ({num_classes},), one value per class; got {tuple(tensor.shape)}"
+        )
+    bad = ~(torch.isfinite(tensor) & (tensor > 0))
+    if bool(bad.any()):
+        raise ValueError(
+            f"pos_weight must be finite and positive; got {tensor.tolist()} (bad classes "
+            f"{torch.nonzero(bad).flatten().tolist()})"
+        )
+    return tensor
+
+
+def check_pos_weight(pos_weight: Any, num_classes: int, device: torch.device) -> torch.Tensor:
+    """``pos_weight`` for a functional form: a float tensor ``(C,)`` on the input's device, or a list / tuple /
+    numpy array (converted to a tensor on that device). Its values are checked with the other weights
+    (:func:`pos_weight_values_ok`, one host sync per call)."""
+    if isinstance(pos_weight, torch.Tensor):
+        return check_class_weight(pos_weight, num_classes, device, name="pos_weight")
+    if isinstance(pos_weight, (np.ndarray, Sequence)) and not isinstance(pos_weight, (str, bytes)):
+        tensor = as_real_vector(pos_weight, "pos_weight")
+        if tensor.numel() != num_classes:
+            raise ValueError(
+                f"pos_weight must have shape ({num_classes},), one value per class; got {tuple(tensor.shape)}"
+            )
+        return tensor.to(device=device)
+    raise TypeError(
+        f"pos_weight must be a tensor, list or numpy array of shape ({num_classes},); got {type(pos_weight).__name__}"
+    )
+
+
+def pos_weight_values_ok(pos_weight: torch.Tensor) -> torch.Tensor:
+    """A 0-dim bool tensor: every ``pos_weight`` finite and positive (no host sync)."""
+    return (torch.isfinite(pos_weight) & (pos_weight > 0)).all()
+
+
+def check_pos_weight_values(pos_weight: torch.Tensor) -> None:
+    """``pos_weight`` finite and positive (eager mode only; the error path of the merged value check)."""
+    if is_compiling() or bool(pos_weight_values_ok(pos_weight)):
+        return
+    bad = torch.nonzero(~(torch.isfinite(pos_weight) & (pos_weight > 0))).flatten().tolist()
+    raise ValueError(
+        f"pos_weight must be finite and positive; got {pos_weight.detach().cpu().tolist()} (bad classes {bad})"
+    )
+
+
+def check_sample_weight(sample_weight: Any, input: torch.Tensor) -> torch.Tensor:
+    """Per-sample weights: a floating-point tensor of the per-sample shape ``(N,)`` / ``(N, d1, ...)`` (the shape
+    of a class-index target) on the input's device. Its values are checked with the other weights
+    (:func:`sample_weight_values_ok`, one host sync per call)."""
+    expected = (input.shape[0],) + tuple(input.shape[2:])
+    if not isinstance(sample_weight, torch.Tensor):
+        raise TypeError(
+            f"sample_weight must be a floating-point tensor of shape {expected} (one weight per sample); "
+            f"got {type(sample_weight).__name__}"
+        )
+    if not sample_weight.is_floating_point():
+        raise TypeError(f"sample_weight must be a floating-point tensor; got dtype {sample_weight.dtype}")
+    if tuple(sample_weight.shape) != expected:
+        raise ValueError(
+            f"sample_weight must have shape {expected}, one weight per sample, for input of shape "
+            f"{tuple(input.shape)}; got {tuple(sample_weight.shape)}"
+        )
+    if sample_weight.device != input.device:
+        raise ValueError(f"sample_weight must be on the input's device {input.device}; got {sample_weight.device}")
+    return sample_weight
+
+
+def sample_weight_values_ok(sample_weight: torch.Tensor) -> torch.Tensor:
+    """A 0-dim bool tensor: every per-sample weight finite and non-negative (no host sync)."""
+    return (torch.isfinite(sample_weight) & (sample_weight >= 0)).all()
+
+
+def check_sample_weight_values(sample_weight: torch.Tensor) -> None:
+    """Per-sample weights finite and non-negative (eager mode only; the error path of the merged value check)."""
+    if is_compiling() or sample_weight.numel() == 0 or bool(sample_weight_values_ok(sample_weight)):
+        return
+    flat = sample_weight.detach().reshape(-1)
+    index = int(torch.nonzero(~(torch.isfinite(flat) & (flat >= 0)))[0])
+    position = tuple(int(i) for i in np.unravel_index(index, tuple(sample_weight.shape)))
+    where = position[0] if len(position) == 1 else position
+    raise ValueError(f"sample_weight must be finite and non-negative; got {float(flat[index])!r} at sample {where}")

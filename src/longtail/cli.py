@@ -80,12 +80,19 @@ def _config_from(args: argparse.Namespace) -> Any:
 
 
 def _default_out(config: Any) -> Path:
-    """``runs/<dataset>-<loss>[-<field><value> for the fields the loss reads]-rho<imbalance>-seed<seed>``."""
+    """``runs/<dataset>[-<stage>]-<loss>[-<field><value> for the fields the loss reads][-<sampler>][-<posthoc>]
+    -rho<imbalance>-seed<seed>``, the stage, sampler and post-hoc parts only where they are not the defaults."""
     from .train.losses import loss_spec
 
     fields = "".join(f"-{name}{getattr(config, name):g}" if not isinstance(getattr(config, name), str)
                      else f"-{name}{getattr(config, name)}" for name in loss_spec(config.loss).reads)
-    return Path("runs") / f"{config.dataset}-{config.loss}{fields}-rho{config.imbalance:g}-seed{config.seed}"
+    from .train.stages import stage_spec
+
+    stage = "" if config.stage == "joint" else f"-{config.stage}"
+    sampler = "" if config.sampler == stage_spec(config.stage).sampler else f"-{config.sampler}"
+    posthoc = "" if config.posthoc == "none" else f"-{config.posthoc}"
+    return Path("runs") / (f"{config.dataset}{stage}-{config.loss}{fields}{sampler}{posthoc}-rho{config.imbalance:g}"
+                           f"-seed{config.seed}")
 
 
 def _preset_names() -> list[str]:
@@ -94,10 +101,17 @@ def _preset_names() -> list[str]:
     return list(PRESETS)
 
 
-def _loss_list() -> str:
+def _registry_lists() -> str:
+    """The epilog of ``longtail train --help``: every registry's names with their one-line summaries."""
     from .train.losses import LOSSES
+    from .train.posthoc import POSTHOC
+    from .train.samplers import SAMPLERS
+    from .train.stages import STAGES
 
-    return "losses:\n" + "\n".join(f"  {name:<18} {spec.describe()}" for name, spec in LOSSES.items())
+    sections = [("losses (--loss)", LOSSES), ("stages (--stage)", STAGES), ("samplers (--sampler)", SAMPLERS),
+                ("post-hoc adjustments (--posthoc)", POSTHOC)]
+    return "\n\n".join(title + ":\n" + "\n".join(f"  {name:<18} {spec.describe()}" for name, spec in registry.items())
+                       for title, registry in sections)
 
 
 def _dataset_names() -> str:
@@ -118,7 +132,7 @@ def build_parser(train_defaults: dict[str, Any] | None = None) -> argparse.Argum
         "train",
         help="train a model on a long-tailed dataset with one of the losses",
         description="Train a model on a long-tailed dataset; writes result.json and checkpoint.pt to --out.",
-        epilog=_loss_list(),
+        epilog=_registry_lists(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     train.add_argument("--preset", default=None, help="start from a named recipe: " + ", ".join(_preset_names())

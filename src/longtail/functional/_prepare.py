@@ -7,11 +7,18 @@ position ``(n, d1, ...)``: per-sample tensors have shape ``(N, d1, ...)``.
 :func:`prepare` validates the arguments and brings logits and class weights to the compute dtype
 (:func:`compute_dtype`: float32, float64 inputs stay float64) and the target to a common form
 (:class:`Prepared`); :func:`class_dim_view` broadcasts a per-class ``(C,)`` tensor against the logits.
+
+The checks on tensor *values* (class weights, ``sample_weight`` and ``pos_weight`` finite and in range,
+labels in ``[0, C)``, float targets in ``[0, 1]``, and per-class tensors of the caller such as LDAM's
+margins) are merged into one 0-dim flag read back once: at most one host sync per call, none while
+``torch.compile`` traces. Only when that flag says something is wrong do the detailed checks run, in a
+fixed order, to raise the message of the first bad argument.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import torch
 
@@ -23,9 +30,15 @@ from ..checks import (
     check_ignore_index,
     check_label_values,
     check_logits,
+    check_pos_weight,
+    check_pos_weight_values,
+    check_sample_weight,
+    check_sample_weight_values,
     check_target,
     check_target_values,
     is_compiling,
+    pos_weight_values_ok,
+    sample_weight_values_ok,
 )
 
 
@@ -35,6 +48,12 @@ class Prepared(NamedTuple):
     valid: torch.Tensor | None  # bool (N, *) for class-index targets, None for float targets
     weight: torch.Tensor | None  # (C,) in the compute dtype
     hard: bool  # class-index target
+    sample_weight: torch.Tensor | None = None  # (N, *) in the compute dtype, per-sample weights
+    pos_weight: torch.Tensor | None = None  # (C,) in the compute dtype, the sigmoid losses' positive weight
+
+
+#: A caller's per-class tensor whose values are checked with the rest: (name, tensor, non_negative).
+PerClassCheck = tuple[str, torch.Tensor, bool]
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -47,8 +66,17 @@ def prepare(
     weight: torch.Tensor | None,
     ignore_index: int,
     reduction: str,
+    *,
+    sample_weight: Any = None,
+    pos_weight: Any = None,
+    per_class: Sequence[PerClassCheck] = (),
 ) -> Prepared:
-    """Validates the arguments and brings them to the compute dtype and a common form."""
+    """Validates the arguments and brings them to the compute dtype and a common form.
+
+    ``sample_weight`` (``(N, *)``, see :func:`longtail.checks.check_sample_weight`) and ``pos_weight``
+    (``(C,)``) are optional; ``per_class`` names further per-class tensors of the caller (already on the
+    device, in the compute dtype) whose values join the one merged value check.
+    """
     check_logits(logits)
     check_choice("reduction", reduction, REDUCTIONS)
     if not is_compiling():  # a module's int attribute may reach a traced graph as a symbolic int
@@ -58,28 +86,76 @@ def prepare(
     dtype = compute_dtype(logits.dtype)
     if weight is not None:
         weight = check_class_weight(weight, num_classes, logits.device).to(dtype)
-        # A NaN or negative weight would give a NaN or negative loss without a word (eager mode only: one sync).
-        check_finite_per_class("weight", weight, non_negative=True)
+    if sample_weight is not None:
+        sample_weight = check_sample_weight(sample_weight, logits).to(dtype)
+    if pos_weight is not None:
+        pos_weight = check_pos_weight(pos_weight, num_classes, logits.device).to(dtype)
     z = logits.to(dtype)
     if hard:
         target = target.long()
         valid = target != ignore_index
         # Ignored positions get a valid index (0) so gathers stay in range; their loss is masked out.
         safe = torch.where(valid, target, 0)
-        _check_labels(safe, target, num_classes, ignore_index)
-        return Prepared(z, safe, valid, weight, True)
-    check_target_values(target)
-    return Prepared(z, target.to(dtype), None, weight, False)
+        _check_values(weight, safe, target, True, num_classes, ignore_index, sample_weight, pos_weight, per_class)
+        return Prepared(z, safe, valid, weight, True, sample_weight, pos_weight)
+    _check_values(weight, target, target, False, num_classes, ignore_index, sample_weight, pos_weight, per_class)
+    return Prepared(z, target.to(dtype), None, weight, False, sample_weight, pos_weight)
 
 
-def _check_labels(safe: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int) -> None:
-    """Labels in ``[0, C)`` or ``ignore_index``: one ``aminmax`` over the labels with the ignored ones
-    replaced by 0; the detailed check (and its error message) only runs when that finds a bad label."""
-    if is_compiling() or safe.numel() == 0:
+def _check_values(
+    weight: torch.Tensor | None,
+    safe: torch.Tensor,
+    target: torch.Tensor,
+    hard: bool,
+    num_classes: int,
+    ignore_index: int,
+    sample_weight: torch.Tensor | None,
+    pos_weight: torch.Tensor | None,
+    per_class: Sequence[PerClassCheck],
+) -> None:
+    """The value checks of every argument, merged into one 0-dim flag and one host sync (eager mode only).
+
+    Each flag is True where its argument is fine: a NaN or negative weight would give a NaN or negative
+    loss without a word; labels must lie in ``[0, C)`` (one ``aminmax`` over the labels with the ignored ones
+    replaced by 0) or equal ``ignore_index``; float targets in ``[0, 1]``. When the merged flag is False the
+    detailed checks run in a fixed order (weight, target, sample_weight, pos_weight, ``per_class``) and
+    the first bad argument raises its message.
+    """
+    if is_compiling():
         return
-    low, high = torch.aminmax(safe)
-    if bool(low < 0) or bool(high >= num_classes):
+    flags: list[torch.Tensor] = []
+    if weight is not None:
+        flags.append((torch.isfinite(weight) & (weight >= 0)).all())
+    if safe.numel():
+        if hard:
+            low, high = torch.aminmax(safe)
+            flags.append((low >= 0) & (high < num_classes))
+        else:
+            low, high = torch.aminmax(target.detach().float())
+            flags.append((low >= 0) & (high <= 1))
+    if sample_weight is not None:
+        flags.append(sample_weight_values_ok(sample_weight))
+    if pos_weight is not None:
+        flags.append(pos_weight_values_ok(pos_weight))
+    for _, values, non_negative in per_class:
+        ok = torch.isfinite(values)
+        flags.append((ok & (values >= 0) if non_negative else ok).all())
+    if not flags:
+        return
+    if bool(flags[0] if len(flags) == 1 else torch.stack(flags).all()):  # the one host sync
+        return
+    if weight is not None:
+        check_finite_per_class("weight", weight, non_negative=True)
+    if hard:
         check_label_values(target, num_classes, ignore_index)
+    else:
+        check_target_values(target)
+    if sample_weight is not None:
+        check_sample_weight_values(sample_weight)
+    if pos_weight is not None:
+        check_pos_weight_values(pos_weight)
+    for name, values, non_negative in per_class:
+        check_finite_per_class(name, values, non_negative=non_negative)
 
 
 def class_dim_view(weight: torch.Tensor, ndim: int) -> torch.Tensor:
@@ -88,6 +164,7 @@ def class_dim_view(weight: torch.Tensor, ndim: int) -> torch.Tensor:
 
 
 __all__ = [
+    "PerClassCheck",
     "Prepared",
     "class_dim_view",
     "compute_dtype",

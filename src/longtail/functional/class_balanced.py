@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-from ..checks import check_choice, check_focal_gamma
+from ..checks import check_choice, check_focal_gamma, check_label_smoothing, check_pos_weight_loss
 from ._core import check_multilabel_weight, sigmoid_loss, softmax_loss
 from ._prepare import prepare
 
@@ -21,6 +23,9 @@ def class_balanced_loss(
     reduction: str = "mean",
     ignore_index: int = -100,
     multilabel_weight: str = "average",
+    label_smoothing: float = 0.0,
+    sample_weight: torch.Tensor | None = None,
+    pos_weight: Any = None,
 ) -> torch.Tensor:
     r"""Class-balanced loss: the weight of a sample's true class times that sample's whole loss.
 
@@ -52,6 +57,24 @@ def class_balanced_loss(
             or ``"none"`` (one value per sample, 0 where ignored).
         ignore_index: class-index targets equal to it contribute nothing and are not counted.
         multilabel_weight: see ``target``.
+        label_smoothing: ``eps`` in ``[0, 1)``, softmax losses only (a non-zero value raises ValueError with
+            ``"sigmoid"`` and ``"focal"``). The per-sample term becomes ``sum_c q_c L_c`` with
+            ``q = (1 - eps) onehot(y) + eps / C`` (probability targets: ``(1 - eps) t + eps / C``, as
+            PyTorch) and ``L_c`` the loss of class ``c`` (``-log p_c``, or ``-(1 - p_c)**gamma log p_c``),
+            while the sample's weight stays ``w_y``, that of its unsmoothed label:
+            ``w_y [(1 - eps) L_y + eps / C sum_c L_c]``. Each sample's loss is then minimised at
+            ``p = q`` whatever the weights; PyTorch instead weighs the smoothing term of class ``c`` by
+            ``w_c`` (pytorch/pytorch#104776), so the two agree only without class weights. Probability
+            targets with class weights: ``(1 - eps) sum_c t_c w_c L_c + eps / C (sum_c t_c w_c) sum_c L_c``.
+            ``eps = 0`` is the loss without smoothing, bit for bit. See ``docs/conventions.md``.
+        sample_weight: optional per-sample weights ``s`` of the per-sample shape ``(N,)`` / ``(N, d1, ...)``
+            (a float tensor on the logits' device, finite and ``>= 0``), multiplying each sample's loss
+            with its class weight: ``"none"`` gives ``s_n w_n l_n``, ``"sum"`` their sum, ``"mean"`` that
+            sum over the number of non-ignored samples, ``"weighted_mean"`` over ``sum_n s_n w_n``.
+        pos_weight: optional ``(C,)`` finite positive weights of the positive terms, sigmoid losses only
+            (as ``BCEWithLogitsLoss``): BCE becomes ``-[pw_c t log sigma(z) + (1 - t) log(1 - sigma(z))]``
+            and the sigmoid focal term of a positive ``pw_c (1 - p)**gamma (-log p)``; negatives unchanged.
+            A tensor on the logits' device, or a list / array.
 
     Returns:
         A scalar, or ``(N, d1, ...)`` for ``reduction="none"``, in the logits' dtype.
@@ -67,9 +90,12 @@ def class_balanced_loss(
     # A focal parameter for a loss without a focal term would be ignored silently: refused instead.
     gamma = check_focal_gamma(gamma, loss)
     check_multilabel_weight(multilabel_weight)
+    # Label smoothing is defined for the softmax losses, pos_weight for the sigmoid ones: refused elsewhere.
+    label_smoothing = check_label_smoothing(label_smoothing, loss)
+    check_pos_weight_loss(pos_weight, loss)
     if weight is None:
         raise TypeError("weight must be a tensor of per-class weights; got None (use focal_loss or F.cross_entropy)")
-    p = prepare(logits, target, weight, ignore_index, reduction)
+    p = prepare(logits, target, weight, ignore_index, reduction, sample_weight=sample_weight, pos_weight=pos_weight)
     if loss in ("sigmoid", "focal"):
         return sigmoid_loss(p, gamma if loss == "focal" else None, reduction, logits.dtype, multilabel_weight)
-    return softmax_loss(p, gamma if loss == "softmax_focal" else None, reduction, logits.dtype)
+    return softmax_loss(p, gamma if loss == "softmax_focal" else None, reduction, logits.dtype, label_smoothing)

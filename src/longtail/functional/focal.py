@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-from ..checks import check_gamma, check_real
+from ..checks import check_gamma, check_label_smoothing, check_real
 from ._core import check_multilabel_weight, sigmoid_loss, softmax_loss
 from ._prepare import prepare
 
@@ -16,6 +18,9 @@ def focal_loss(
     gamma: float = 2.0,
     reduction: str = "mean",
     ignore_index: int = -100,
+    *,
+    label_smoothing: float = 0.0,
+    sample_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     r"""Softmax focal loss, :math:`\ell_n = -w_{y_n} (1 - p_{n,y_n})^\gamma \log p_{n,y_n}`.
 
@@ -34,6 +39,13 @@ def focal_loss(
             (weighted sum / sum of the samples' weights, as ``F.cross_entropy``), ``"sum"`` or
             ``"none"`` (one value per sample, 0 where ignored).
         ignore_index: class-index targets equal to it contribute nothing.
+        label_smoothing: ``eps`` in ``[0, 1)``: the loss becomes
+            ``w_y sum_c q_c (-(1 - p_c)**gamma log p_c)`` with ``q = (1 - eps) onehot(y) + eps / C``
+            (probability targets: ``(1 - eps) t + eps / C``); the weight stays ``w_y``, that of the
+            unsmoothed label (see :func:`longtail.functional.class_balanced_loss`).
+        sample_weight: optional per-sample weights ``(N,)`` / ``(N, d1, ...)``, finite and ``>= 0``,
+            multiplying each sample's loss with its class weight (``"weighted_mean"`` divides by
+            ``sum_n s_n w_n``, ``"mean"`` by the number of non-ignored samples).
 
     Returns:
         A scalar, or ``(N, d1, ...)`` for ``reduction="none"``, in the logits' dtype.
@@ -44,8 +56,9 @@ def focal_loss(
         tensor(1.3061)
     """
     gamma = check_gamma(gamma)
-    p = prepare(logits, target, weight, ignore_index, reduction)
-    return softmax_loss(p, gamma, reduction, logits.dtype)
+    label_smoothing = check_label_smoothing(label_smoothing)
+    p = prepare(logits, target, weight, ignore_index, reduction, sample_weight=sample_weight)
+    return softmax_loss(p, gamma, reduction, logits.dtype, label_smoothing)
 
 
 def sigmoid_focal_loss(
@@ -57,6 +70,9 @@ def sigmoid_focal_loss(
     reduction: str = "mean",
     ignore_index: int = -100,
     multilabel_weight: str = "average",
+    *,
+    pos_weight: Any = None,
+    sample_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     r"""Sigmoid (one-vs-all) focal loss summed over classes.
 
@@ -82,6 +98,13 @@ def sigmoid_focal_loss(
             ``sum_c t_c w_c / sum_c t_c``, the mean weight of its positive labels (``w_y`` for a
             one-hot row, the mean class weight for a row with no positive); ``"by_class"``: term
             ``i`` is weighted by ``w_i`` (``weighted_mean`` then divides by ``N * mean(w)``).
+        pos_weight: optional ``(C,)`` finite positive weights of the positive terms (as
+            ``BCEWithLogitsLoss``): ``BCE_pw = -[pw_i t log sigma(z) + (1 - t) log(1 - sigma(z))]`` in place
+            of BCE, so a positive's focal term is ``pw_i (1 - p)**gamma (-log p)``, a negative's unchanged.
+            A tensor on the logits' device, or a list / array.
+        sample_weight: optional per-sample weights ``(N,)`` / ``(N, d1, ...)``, finite and ``>= 0``,
+            multiplying each sample's loss with its weight (``"weighted_mean"`` divides by their product's
+            sum, ``"mean"`` by the number of non-ignored samples).
 
     Returns:
         A scalar, or ``(N, d1, ...)`` for ``reduction="none"``, in the logits' dtype.
@@ -95,5 +118,5 @@ def sigmoid_focal_loss(
     if alpha is not None:
         alpha = check_real("alpha", alpha, low=0.0, high=1.0)
     check_multilabel_weight(multilabel_weight)
-    p = prepare(logits, target, weight, ignore_index, reduction)
+    p = prepare(logits, target, weight, ignore_index, reduction, sample_weight=sample_weight, pos_weight=pos_weight)
     return sigmoid_loss(p, gamma, reduction, logits.dtype, multilabel_weight, alpha)

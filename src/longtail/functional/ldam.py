@@ -9,13 +9,14 @@ import torch
 from ..checks import (
     as_counts,
     check_class_weight,
-    check_finite_per_class,
     check_index_target,
+    check_label_smoothing,
+    check_logits,
     check_real,
     is_compiling,
 )
 from ._core import softmax_loss
-from ._prepare import prepare
+from ._prepare import compute_dtype, prepare
 
 
 def ldam_margins(counts: Any, max_margin: float = 0.5, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -61,6 +62,8 @@ def ldam_loss(
     weight: torch.Tensor | None = None,
     reduction: str = "mean",
     ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    sample_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     r"""LDAM loss: cross-entropy on scaled logits with the true class's logit lowered by its margin.
 
@@ -90,6 +93,12 @@ def ldam_loss(
             (weighted sum / sum of the samples' weights, as ``F.cross_entropy``), ``"sum"`` or
             ``"none"`` (one value per sample, 0 where ignored).
         ignore_index: targets equal to it contribute nothing and are not counted.
+        label_smoothing: ``eps`` in ``[0, 1)``: cross-entropy against ``q = (1 - eps) onehot(y) + eps / C``
+            on the margin-shifted, scaled logits ``u = s (z - m_y e_y)``,
+            ``w_y [-(1 - eps) log softmax(u)_y - eps / C sum_c log softmax(u)_c]``; the weight stays
+            ``w_y`` (see :func:`longtail.functional.class_balanced_loss`).
+        sample_weight: optional per-sample weights ``(N,)`` / ``(N, d1, ...)``, finite and ``>= 0``,
+            multiplying each sample's loss with ``w_y`` (``"weighted_mean"`` divides by ``sum_n s_n w_n``).
 
     Returns:
         A scalar, or ``(N, d1, ...)`` for ``reduction="none"``.
@@ -103,15 +112,18 @@ def ldam_loss(
     if not is_compiling():
         # Skipped while tracing: dynamo may turn a module's float attribute into a symbolic float.
         scale = check_real("scale", scale, low=0.0, low_open=True, finite=True)
+        label_smoothing = check_label_smoothing(label_smoothing)
     check_index_target(target, "ldam_loss")
-    p = prepare(logits, target, weight, ignore_index, reduction)
-    m = check_class_weight(margins, logits.shape[1], logits.device, name="margins").to(p.logits.dtype)
-    check_finite_per_class("margins", m, non_negative=True)
+    check_logits(logits)
+    m = check_class_weight(margins, logits.shape[1], logits.device, name="margins").to(compute_dtype(logits.dtype))
+    # The margins' values join prepare's one merged value check (one host sync per call).
+    p = prepare(logits, target, weight, ignore_index, reduction, sample_weight=sample_weight,
+                per_class=[("margins", m, True)])
     index = p.target.unsqueeze(1)
     # Subtract m_y at the true class only; scatter_add keeps the class dimension where it is, so
     # dense inputs (N, C, d1, ...) need no transpose. Ignored positions point at class 0 and are masked later.
     shifted = p.logits.scatter_add(1, index, -m[index])
-    return softmax_loss(p._replace(logits=scale * shifted), None, reduction, logits.dtype)
+    return softmax_loss(p._replace(logits=scale * shifted), None, reduction, logits.dtype, label_smoothing)
 
 
 __all__ = ["ldam_loss", "ldam_margins"]

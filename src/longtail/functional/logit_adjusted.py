@@ -20,6 +20,7 @@ from ..checks import (
     as_counts,
     check_class_weight,
     check_finite_per_class,
+    check_label_smoothing,
     check_logits,
     check_tau,
     is_compiling,
@@ -56,9 +57,12 @@ def class_log_prior(counts: Any, *, dtype: torch.dtype = torch.float32) -> torch
 
 
 def _resolve_log_prior(
-    counts: Any, log_prior: torch.Tensor | None, logits: torch.Tensor, caller: str
+    counts: Any, log_prior: torch.Tensor | None, logits: torch.Tensor, caller: str, *, check_values: bool = True
 ) -> torch.Tensor:
-    """The log prior ``(C,)`` on the logits' device in the compute dtype, from exactly one of the two forms."""
+    """The log prior ``(C,)`` on the logits' device in the compute dtype, from exactly one of the two forms.
+
+    ``check_values=False`` leaves the finiteness of a given ``log_prior`` tensor to the caller (the losses
+    merge it into :func:`~longtail.functional._prepare.prepare`'s one value check)."""
     if (counts is None) == (log_prior is None):
         raise TypeError(f"{caller} needs exactly one of counts and log_prior; got {'both' if counts is not None else 'neither'}")
     num_classes = logits.shape[1]
@@ -69,22 +73,33 @@ def _resolve_log_prior(
             raise ValueError(f"counts must have one value per class ({num_classes}); got {lp.numel()}")
         return lp.to(device=logits.device, dtype=dtype)
     lp = check_class_weight(log_prior, num_classes, logits.device, name="log_prior").to(dtype)
-    check_finite_per_class("log_prior", lp)
+    if check_values:
+        check_finite_per_class("log_prior", lp)
     return lp
 
 
 def _prior_adjusted_loss(
     logits: torch.Tensor,
     target: torch.Tensor,
-    lp: torch.Tensor,
+    counts: Any,
+    log_prior: torch.Tensor | None,
+    caller: str,
     tau: float,
     weight: torch.Tensor | None,
     reduction: str,
     ignore_index: int,
+    label_smoothing: float,
+    sample_weight: torch.Tensor | None,
 ) -> torch.Tensor:
-    p = prepare(logits, target, weight, ignore_index, reduction)
+    if not is_compiling():
+        label_smoothing = check_label_smoothing(label_smoothing)
+    check_logits(logits)
+    lp = _resolve_log_prior(counts, log_prior, logits, caller, check_values=False)
+    # A given log_prior's values join prepare's one merged value check (counts were checked on the host).
+    per_class = [] if log_prior is None else [("log_prior", lp, False)]
+    p = prepare(logits, target, weight, ignore_index, reduction, sample_weight=sample_weight, per_class=per_class)
     adjusted = p.logits + tau * class_dim_view(lp, p.logits.dim())
-    return softmax_loss(p._replace(logits=adjusted), None, reduction, logits.dtype)
+    return softmax_loss(p._replace(logits=adjusted), None, reduction, logits.dtype, label_smoothing)
 
 
 def logit_adjusted_loss(
@@ -96,6 +111,8 @@ def logit_adjusted_loss(
     weight: torch.Tensor | None = None,
     reduction: str = "mean",
     ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    sample_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     r"""Logit-adjusted loss (Menon et al., ICLR 2021): cross-entropy on :math:`z + \tau \log \pi`.
 
@@ -117,6 +134,12 @@ def logit_adjusted_loss(
         reduction: ``"mean"``, ``"weighted_mean"``, ``"sum"`` or ``"none"`` (see
             :func:`longtail.functional.focal_loss`).
         ignore_index: class-index targets equal to it contribute nothing and are not counted.
+        label_smoothing: ``eps`` in ``[0, 1)``: cross-entropy on the adjusted logits against
+            ``q = (1 - eps) onehot(y) + eps / C`` (probability targets: ``(1 - eps) t + eps / C``); the
+            sample's weight stays ``w_y`` (see :func:`longtail.functional.class_balanced_loss`).
+        sample_weight: optional per-sample weights ``(N,)`` / ``(N, d1, ...)``, finite and ``>= 0``,
+            multiplying each sample's loss with its class weight (``"weighted_mean"`` divides by
+            ``sum_n s_n w_n``, ``"mean"`` by the number of non-ignored samples).
 
     Returns:
         A scalar, or ``(N, d1, ...)`` for ``reduction="none"``.
@@ -130,9 +153,10 @@ def logit_adjusted_loss(
     if not is_compiling():
         # Skipped while tracing: dynamo may turn a module's float attribute into a symbolic float.
         tau = check_tau(tau, allow_dynamic=False, allow_zero=True)
-    check_logits(logits)
-    lp = _resolve_log_prior(None, log_prior, logits, "logit_adjusted_loss")
-    return _prior_adjusted_loss(logits, target, lp, tau, weight, reduction, ignore_index)
+    return _prior_adjusted_loss(
+        logits, target, None, log_prior, "logit_adjusted_loss", tau, weight, reduction, ignore_index,
+        label_smoothing, sample_weight,
+    )
 
 
 def balanced_softmax_loss(
@@ -144,6 +168,8 @@ def balanced_softmax_loss(
     weight: torch.Tensor | None = None,
     reduction: str = "mean",
     ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    sample_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     r"""Balanced Softmax loss (Ren et al., NeurIPS 2020): cross-entropy on :math:`z + \log \pi`.
 
@@ -165,6 +191,9 @@ def balanced_softmax_loss(
         weight: optional per-class weight ``(C,)``.
         reduction: ``"mean"``, ``"weighted_mean"``, ``"sum"`` or ``"none"``.
         ignore_index: class-index targets equal to it contribute nothing.
+        label_smoothing: ``eps`` in ``[0, 1)``, as in :func:`logit_adjusted_loss`.
+        sample_weight: optional per-sample weights ``(N,)`` / ``(N, d1, ...)``, as in
+            :func:`logit_adjusted_loss`.
 
     Returns:
         A scalar, or ``(N, d1, ...)`` for ``reduction="none"``.
@@ -174,9 +203,10 @@ def balanced_softmax_loss(
         >>> balanced_softmax_loss(logits, torch.tensor([0, 2]), [90, 9, 1])
         tensor(0.9472)
     """
-    check_logits(logits)
-    lp = _resolve_log_prior(counts, log_prior, logits, "balanced_softmax_loss")
-    return _prior_adjusted_loss(logits, target, lp, 1.0, weight, reduction, ignore_index)
+    return _prior_adjusted_loss(
+        logits, target, counts, log_prior, "balanced_softmax_loss", 1.0, weight, reduction, ignore_index,
+        label_smoothing, sample_weight,
+    )
 
 
 def logit_adjust(

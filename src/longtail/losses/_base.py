@@ -18,11 +18,16 @@ from torch import nn
 from ..checks import as_class_weight, as_real_vector, check_num_classes
 
 
-def _in_dtype(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """The checked float64 weight in the buffer's dtype, refused if it does not fit (3.4e38 overflows float32)."""
+def _in_dtype(weight: torch.Tensor, dtype: torch.dtype, name: str = "weight", *, positive: bool = False) -> torch.Tensor:
+    """The checked float64 weight in the buffer's dtype, refused if it does not fit (3.4e38 overflows float32;
+    with ``positive``, 1e-50 underflows to 0)."""
     cast = weight.to(dtype)
     if not bool(torch.isfinite(cast).all()):
-        raise ValueError(f"weight must be finite in {dtype} (at most {torch.finfo(dtype).max:.3g}); got {weight.tolist()}")
+        raise ValueError(f"{name} must be finite in {dtype} (at most {torch.finfo(dtype).max:.3g}); got {weight.tolist()}")
+    if positive and not bool((cast > 0).all()):
+        raise ValueError(
+            f"{name} must be positive in {dtype} (at least {torch.finfo(dtype).tiny:.3g}); got {weight.tolist()}"
+        )
     return cast
 
 

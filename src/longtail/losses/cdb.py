@@ -14,6 +14,7 @@ from ..checks import (
     check_choice,
     check_gamma,
     check_ignore_index,
+    check_label_smoothing,
     check_num_classes,
     check_real,
     check_tau,
@@ -64,6 +65,11 @@ class CDBLoss(WeightedLoss):
         ignore_index: class-index targets equal to it contribute nothing.
         floor: minimum difficulty in ``[0, 1]``; 0 (the paper) gives a class with accuracy 1
             weight 0, a small positive floor keeps every class in the loss.
+        label_smoothing: ``eps`` in ``[0, 1)``: ``w_y sum_c q_c L_c`` with ``q = (1 - eps) onehot(y) + eps / C``,
+            the weight that of the unsmoothed label (see :func:`longtail.functional.class_balanced_loss`).
+
+    ``forward(logits, target, sample_weight=None)``: per-sample weights ``(N,)`` / ``(N, d1, ...)``, finite
+    and ``>= 0``, multiplying each sample's loss with ``w_y``.
 
     Shapes:
         ``logits`` ``(N, C)`` or ``(N, C, d1, ...)``; ``target`` ``(N,)`` / ``(N, d1, ...)`` class
@@ -94,6 +100,8 @@ class CDBLoss(WeightedLoss):
         reduction: str = "mean",
         ignore_index: int = -100,
         floor: float = 0.0,
+        *,
+        label_smoothing: float = 0.0,
     ) -> None:
         super().__init__(num_classes=num_classes)
         num_classes = check_num_classes(num_classes)
@@ -107,6 +115,7 @@ class CDBLoss(WeightedLoss):
         self.reduction = check_choice("reduction", reduction, REDUCTIONS)
         self.ignore_index = check_ignore_index(ignore_index)
         self.floor = check_real("floor", floor, low=0.0, high=1.0)
+        self.label_smoothing = check_label_smoothing(label_smoothing)
         self.register_buffer("last_tau", torch.tensor(math.nan, dtype=torch.float64))
         self.register_buffer("last_accuracy", torch.full((num_classes,), math.nan, dtype=torch.float64))
         self.register_buffer("num_updates", torch.tensor(0, dtype=torch.int64))
@@ -140,7 +149,9 @@ class CDBLoss(WeightedLoss):
             )
         return self.update_weights(difficulty.accuracy())
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, logits: torch.Tensor, target: torch.Tensor, sample_weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return class_balanced_loss(
             logits,
             target,
@@ -149,12 +160,15 @@ class CDBLoss(WeightedLoss):
             gamma=self.gamma,
             reduction=self.reduction,
             ignore_index=self.ignore_index,
+            label_smoothing=self.label_smoothing,
+            sample_weight=sample_weight,
         )
 
     def extra_repr(self) -> str:
+        extra = f", label_smoothing={self.label_smoothing}" if self.label_smoothing else ""
         return (
             f"num_classes={self.num_classes}, tau={self.tau!r}, loss={self.loss!r}, gamma={self.gamma}, "
-            f"reduction={self.reduction!r}, floor={self.floor}"
+            f"reduction={self.reduction!r}, floor={self.floor}{extra}"
         )
 
 

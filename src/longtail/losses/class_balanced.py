@@ -6,12 +6,22 @@ from typing import Any
 
 import torch
 
-from ..checks import REDUCTIONS, as_counts, check_beta, check_choice, check_focal_gamma, check_ignore_index
+from ..checks import (
+    REDUCTIONS,
+    as_counts,
+    as_pos_weight,
+    check_beta,
+    check_choice,
+    check_focal_gamma,
+    check_ignore_index,
+    check_label_smoothing,
+    check_pos_weight_loss,
+)
 from ..counts import class_counts
 from ..functional._core import check_multilabel_weight
 from ..functional.class_balanced import LOSSES, class_balanced_loss
 from ..weights import class_balanced_weights
-from ._base import WeightedLoss
+from ._base import WeightedLoss, _in_dtype
 
 
 class ClassBalancedLoss(WeightedLoss):
@@ -34,6 +44,18 @@ class ClassBalancedLoss(WeightedLoss):
         ignore_index: class-index targets equal to it are skipped.
         zero_counts: ``"error"`` or ``"ignore"`` (absent classes get weight 0).
         multilabel_weight: rule for multi-hot targets with the sigmoid losses.
+        label_smoothing: ``eps`` in ``[0, 1)`` for ``"softmax"`` and ``"softmax_focal"`` (refused with the
+            sigmoid losses): ``w_y sum_c q_c L_c`` with ``q = (1 - eps) onehot(y) + eps / C``, the weight
+            ``w_y`` that of the unsmoothed label, so each sample's loss is minimised at ``q`` (PyTorch
+            weighs the smoothing term of class ``c`` by ``w_c`` instead, pytorch/pytorch#104776).
+        pos_weight: ``(C,)`` finite positive weights of the positive terms for ``"sigmoid"`` and ``"focal"``
+            (refused with the softmax losses), as ``BCEWithLogitsLoss``:
+            ``-[pw_c t log sigma(z) + (1 - t) log(1 - sigma(z))]``, the focal term of a positive times
+            ``pw_c``. Kept in the buffer ``pos_weight`` (``None`` when not given).
+
+    ``forward(logits, target, sample_weight=None)``: ``sample_weight`` ``(N,)`` / ``(N, d1, ...)``, finite
+    and ``>= 0``, multiplies each sample's loss with ``w_y`` (``"weighted_mean"`` divides by
+    ``sum_n s_n w_{y_n}``, ``"mean"`` by the number of non-ignored samples).
 
     Example:
         >>> criterion = ClassBalancedLoss([500, 50, 5], beta=0.999, loss="focal", gamma=1.0)
@@ -41,10 +63,18 @@ class ClassBalancedLoss(WeightedLoss):
         tensor([0.0341, 0.2752, 2.6907])
         >>> criterion(torch.tensor([[2.0, 0.5, -1.0]]), torch.tensor([2]))
         tensor(9.2555)
+
+        With label smoothing ``eps = 0.1`` the one sample's loss is
+        ``w_2 [0.9 (-log p_2) + 0.1 / 3 sum_c (-log p_c)]``, still weighted by ``w_2`` alone:
+
+        >>> smoothed = ClassBalancedLoss([500, 50, 5], beta=0.999, label_smoothing=0.1)
+        >>> smoothed(torch.tensor([[2.0, 0.5, -1.0]]), torch.tensor([2]))
+        tensor(8.3179)
     """
 
     weight: torch.Tensor
     counts: torch.Tensor
+    pos_weight: torch.Tensor | None
 
     def __init__(
         self,
@@ -57,6 +87,8 @@ class ClassBalancedLoss(WeightedLoss):
         *,
         zero_counts: str = "error",
         multilabel_weight: str = "average",
+        label_smoothing: float = 0.0,
+        pos_weight: Any = None,
     ) -> None:
         beta = check_beta(beta)
         super().__init__(weight=class_balanced_weights(counts, beta, zero_counts=zero_counts))
@@ -67,7 +99,11 @@ class ClassBalancedLoss(WeightedLoss):
         self.reduction = check_choice("reduction", reduction, REDUCTIONS)
         self.ignore_index = check_ignore_index(ignore_index)
         self.multilabel_weight = check_multilabel_weight(multilabel_weight)
+        self.label_smoothing = check_label_smoothing(label_smoothing, self.loss)
+        check_pos_weight_loss(pos_weight, self.loss)
         self.register_buffer("counts", as_counts(counts))
+        checked = as_pos_weight(pos_weight, self.num_classes)
+        self.register_buffer("pos_weight", None if checked is None else _in_dtype(checked, torch.float32, "pos_weight", positive=True))
 
     @classmethod
     def from_labels(cls, labels: Any, num_classes: int, **kwargs: Any) -> ClassBalancedLoss:
@@ -75,7 +111,9 @@ class ClassBalancedLoss(WeightedLoss):
         ignore_index = kwargs.get("ignore_index", -100)
         return cls(class_counts(labels, num_classes, ignore_index=ignore_index), **kwargs)
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, logits: torch.Tensor, target: torch.Tensor, sample_weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return class_balanced_loss(
             logits,
             target,
@@ -85,10 +123,14 @@ class ClassBalancedLoss(WeightedLoss):
             reduction=self.reduction,
             ignore_index=self.ignore_index,
             multilabel_weight=self.multilabel_weight,
+            label_smoothing=self.label_smoothing,
+            sample_weight=sample_weight,
+            pos_weight=self.pos_weight,
         )
 
     def extra_repr(self) -> str:
+        extra = f", label_smoothing={self.label_smoothing}" if self.label_smoothing else ""
         return (
             f"num_classes={self.num_classes}, beta={self.beta}, loss={self.loss!r}, gamma={self.gamma}, "
-            f"reduction={self.reduction!r}"
+            f"reduction={self.reduction!r}{extra}"
         )

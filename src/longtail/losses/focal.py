@@ -6,10 +6,18 @@ from typing import Any
 
 import torch
 
-from ..checks import REDUCTIONS, check_choice, check_gamma, check_ignore_index, check_real
+from ..checks import (
+    REDUCTIONS,
+    as_pos_weight,
+    check_choice,
+    check_gamma,
+    check_ignore_index,
+    check_label_smoothing,
+    check_real,
+)
 from ..functional._core import check_multilabel_weight
 from ..functional.focal import focal_loss, sigmoid_focal_loss
-from ._base import WeightedLoss
+from ._base import WeightedLoss, _in_dtype
 
 
 class FocalLoss(WeightedLoss):
@@ -21,6 +29,11 @@ class FocalLoss(WeightedLoss):
 
     Shapes: ``logits (N, C)`` or ``(N, C, d1, ...)``; ``target (N,)`` / ``(N, d1, ...)`` class
     indices or float probabilities of the logits' shape.
+
+    ``label_smoothing`` ``eps`` in ``[0, 1)``: ``w_y sum_c q_c (-(1 - p_c)**gamma log p_c)`` with
+    ``q = (1 - eps) onehot(y) + eps / C``, the weight that of the unsmoothed label.
+    ``forward(logits, target, sample_weight=None)``: per-sample weights ``(N,)`` / ``(N, d1, ...)``,
+    finite and ``>= 0``, multiplying each sample's loss with ``w_y``.
 
     Example:
         >>> criterion = FocalLoss(gamma=2.0)
@@ -38,21 +51,34 @@ class FocalLoss(WeightedLoss):
         ignore_index: int = -100,
         *,
         num_classes: int | None = None,
+        label_smoothing: float = 0.0,
     ) -> None:
         super().__init__(weight, num_classes)
         self.gamma = check_gamma(gamma)
         self.reduction = check_choice("reduction", reduction, REDUCTIONS)
         self.ignore_index = check_ignore_index(ignore_index)
+        self.label_smoothing = check_label_smoothing(label_smoothing)
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return focal_loss(logits, target, self.class_weight(), self.gamma, self.reduction, self.ignore_index)
+    def forward(
+        self, logits: torch.Tensor, target: torch.Tensor, sample_weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return focal_loss(
+            logits, target, self.class_weight(), self.gamma, self.reduction, self.ignore_index,
+            label_smoothing=self.label_smoothing, sample_weight=sample_weight,
+        )
 
     def extra_repr(self) -> str:
-        return f"gamma={self.gamma}, reduction={self.reduction!r}, ignore_index={self.ignore_index}"
+        extra = f", label_smoothing={self.label_smoothing}" if self.label_smoothing else ""
+        return f"gamma={self.gamma}, reduction={self.reduction!r}, ignore_index={self.ignore_index}{extra}"
 
 
 class SigmoidFocalLoss(WeightedLoss):
     r"""Sigmoid focal loss summed over classes; see :func:`longtail.functional.sigmoid_focal_loss`.
+
+    ``pos_weight`` ``(C,)``, finite and positive (as ``BCEWithLogitsLoss``), multiplies the positive terms:
+    a positive's focal term is ``pw_i (1 - p)**gamma (-log p)``; kept in the buffer ``pos_weight``
+    (``None`` when not given). ``forward(logits, target, sample_weight=None)``: per-sample weights
+    ``(N,)`` / ``(N, d1, ...)``, finite and ``>= 0``, multiplying each sample's loss with its weight.
 
     Example:
         >>> criterion = SigmoidFocalLoss(gamma=2.0)
@@ -61,6 +87,7 @@ class SigmoidFocalLoss(WeightedLoss):
     """
 
     weight: torch.Tensor
+    pos_weight: torch.Tensor | None
 
     def __init__(
         self,
@@ -72,6 +99,7 @@ class SigmoidFocalLoss(WeightedLoss):
         multilabel_weight: str = "average",
         *,
         num_classes: int | None = None,
+        pos_weight: Any = None,
     ) -> None:
         super().__init__(weight, num_classes)
         self.gamma = check_gamma(gamma)
@@ -79,8 +107,12 @@ class SigmoidFocalLoss(WeightedLoss):
         self.reduction = check_choice("reduction", reduction, REDUCTIONS)
         self.ignore_index = check_ignore_index(ignore_index)
         self.multilabel_weight = check_multilabel_weight(multilabel_weight)
+        checked = as_pos_weight(pos_weight, self.num_classes)
+        self.register_buffer("pos_weight", None if checked is None else _in_dtype(checked, torch.float32, "pos_weight", positive=True))
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, logits: torch.Tensor, target: torch.Tensor, sample_weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return sigmoid_focal_loss(
             logits,
             target,
@@ -90,6 +122,8 @@ class SigmoidFocalLoss(WeightedLoss):
             self.reduction,
             self.ignore_index,
             self.multilabel_weight,
+            pos_weight=self.pos_weight,
+            sample_weight=sample_weight,
         )
 
     def extra_repr(self) -> str:

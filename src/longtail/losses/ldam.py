@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from ..checks import REDUCTIONS, check_choice, check_ignore_index, check_real
+from ..checks import REDUCTIONS, check_choice, check_ignore_index, check_label_smoothing, check_real
 from ..functional.ldam import ldam_loss, ldam_margins
 from ._base import WeightedLoss
 
@@ -37,6 +37,11 @@ class LDAMLoss(WeightedLoss):
         weight: per-class weight ``(C,)``, finite and non-negative; None for all ones.
         reduction: ``"mean"``, ``"weighted_mean"``, ``"sum"`` or ``"none"``.
         ignore_index: targets equal to it are skipped.
+        label_smoothing: ``eps`` in ``[0, 1)``: cross-entropy against ``(1 - eps) onehot(y) + eps / C`` on the
+            margin-shifted, scaled logits, weighted by ``w_y`` (see :func:`longtail.functional.ldam_loss`).
+
+    ``forward(logits, target, sample_weight=None)``: per-sample weights ``(N,)`` / ``(N, d1, ...)``, finite
+    and ``>= 0``, multiplying each sample's loss with ``w_y``.
 
     Example:
         >>> criterion = LDAMLoss([100, 10, 1], scale=10.0)
@@ -57,6 +62,8 @@ class LDAMLoss(WeightedLoss):
         weight: Any = None,
         reduction: str = "mean",
         ignore_index: int = -100,
+        *,
+        label_smoothing: float = 0.0,
     ) -> None:
         max_margin = check_real("max_margin", max_margin, low=0.0, finite=True)
         margins = ldam_margins(counts, max_margin)
@@ -65,9 +72,12 @@ class LDAMLoss(WeightedLoss):
         self.scale = check_real("scale", scale, low=0.0, low_open=True, finite=True)
         self.reduction = check_choice("reduction", reduction, REDUCTIONS)
         self.ignore_index = check_ignore_index(ignore_index)
+        self.label_smoothing = check_label_smoothing(label_smoothing)
         self.register_buffer("margins", margins)
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, logits: torch.Tensor, target: torch.Tensor, sample_weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return ldam_loss(
             logits,
             target,
@@ -76,12 +86,15 @@ class LDAMLoss(WeightedLoss):
             weight=self.weight,
             reduction=self.reduction,
             ignore_index=self.ignore_index,
+            label_smoothing=self.label_smoothing,
+            sample_weight=sample_weight,
         )
 
     def extra_repr(self) -> str:
+        extra = f", label_smoothing={self.label_smoothing}" if self.label_smoothing else ""
         return (
             f"num_classes={self.num_classes}, max_margin={self.max_margin}, scale={self.scale}, "
-            f"reduction={self.reduction!r}, ignore_index={self.ignore_index}"
+            f"reduction={self.reduction!r}, ignore_index={self.ignore_index}{extra}"
         )
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from ..checks import REDUCTIONS, check_choice, check_ignore_index, check_tau
+from ..checks import REDUCTIONS, check_choice, check_ignore_index, check_label_smoothing, check_tau
 from ..functional.logit_adjusted import class_log_prior, logit_adjusted_loss
 from ._base import WeightedLoss
 
@@ -31,6 +31,11 @@ class LogitAdjustedLoss(WeightedLoss):
         reduction: ``"mean"``, ``"weighted_mean"`` (the same as ``"mean"`` while the weight is all
             ones), ``"sum"`` or ``"none"``.
         ignore_index: class-index targets equal to it are skipped.
+        label_smoothing: ``eps`` in ``[0, 1)``: cross-entropy on the adjusted logits against
+            ``(1 - eps) onehot(y) + eps / C``, weighted by ``w_y`` (the unsmoothed label's weight).
+
+    ``forward(logits, target, sample_weight=None)``: per-sample weights ``(N,)`` / ``(N, d1, ...)``, finite
+    and ``>= 0``, multiplying each sample's loss with ``w_y``.
 
     Example:
         >>> criterion = LogitAdjustedLoss([90, 9, 1], tau=0.5)
@@ -48,24 +53,31 @@ class LogitAdjustedLoss(WeightedLoss):
         ignore_index: int = -100,
         *,
         weight: Any = None,
+        label_smoothing: float = 0.0,
     ) -> None:
         log_prior = class_log_prior(counts)
         super().__init__(weight, log_prior.numel())
         self.tau = check_tau(tau, allow_dynamic=False, allow_zero=True)
         self.reduction = check_choice("reduction", reduction, REDUCTIONS)
         self.ignore_index = check_ignore_index(ignore_index)
+        self.label_smoothing = check_label_smoothing(label_smoothing)
         self.register_buffer("log_prior", log_prior)
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, logits: torch.Tensor, target: torch.Tensor, sample_weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return logit_adjusted_loss(
             logits, target, self.log_prior, self.tau, weight=self.weight, reduction=self.reduction,
-            ignore_index=self.ignore_index,
+            ignore_index=self.ignore_index, label_smoothing=self.label_smoothing, sample_weight=sample_weight,
         )
+
+    def _smoothing_repr(self) -> str:
+        return f", label_smoothing={self.label_smoothing}" if self.label_smoothing else ""
 
     def extra_repr(self) -> str:
         return (
             f"num_classes={self.num_classes}, tau={self.tau}, reduction={self.reduction!r}, "
-            f"ignore_index={self.ignore_index}"
+            f"ignore_index={self.ignore_index}{self._smoothing_repr()}"
         )
 
 
@@ -80,6 +92,7 @@ class BalancedSoftmaxLoss(LogitAdjustedLoss):
         reduction: ``"mean"``, ``"weighted_mean"``, ``"sum"`` or ``"none"``.
         ignore_index: class-index targets equal to it are skipped.
         weight: per-class weight ``(C,)``; None for all ones.
+        label_smoothing: ``eps`` in ``[0, 1)``, as in :class:`LogitAdjustedLoss`.
 
     Example:
         >>> criterion = BalancedSoftmaxLoss([90, 9, 1])
@@ -87,11 +100,25 @@ class BalancedSoftmaxLoss(LogitAdjustedLoss):
         tensor(0.9472)
     """
 
-    def __init__(self, counts: Any, reduction: str = "mean", ignore_index: int = -100, *, weight: Any = None) -> None:
-        super().__init__(counts, tau=1.0, reduction=reduction, ignore_index=ignore_index, weight=weight)
+    def __init__(
+        self,
+        counts: Any,
+        reduction: str = "mean",
+        ignore_index: int = -100,
+        *,
+        weight: Any = None,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__(
+            counts, tau=1.0, reduction=reduction, ignore_index=ignore_index, weight=weight,
+            label_smoothing=label_smoothing,
+        )
 
     def extra_repr(self) -> str:
-        return f"num_classes={self.num_classes}, reduction={self.reduction!r}, ignore_index={self.ignore_index}"
+        return (
+            f"num_classes={self.num_classes}, reduction={self.reduction!r}, ignore_index={self.ignore_index}"
+            f"{self._smoothing_repr()}"
+        )
 
 
 __all__ = ["BalancedSoftmaxLoss", "LogitAdjustedLoss"]

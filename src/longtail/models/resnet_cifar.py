@@ -135,9 +135,13 @@ class CifarResNet(nn.Module):
         out = self.layer3(self.layer2(self.layer1(out)))
         return F.adaptive_avg_pool2d(out, 1).flatten(1)
 
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """Embedding ``(N, widths[-1])`` -> logits ``(N, num_classes)``."""
+        return self.fc(features)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, in_channels, H, W)`` -> logits ``(N, num_classes)``."""
-        return self.fc(self.forward_features(x))
+        return self.forward_head(self.forward_features(x))
 
 
 def resnet20(num_classes: int = 10, in_channels: int = 3, use_norm: bool = False) -> CifarResNet:

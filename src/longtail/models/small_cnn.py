@@ -40,7 +40,8 @@ class SmallCNN(nn.Module):
     Shapes: input ``(N, in_channels, H, W)`` -> logits ``(N, num_classes)``.
 
     The classifier is the attribute ``fc`` (also returned by the ``classifier`` property);
-    :meth:`forward_features` returns the ``(N, 8 * w)`` embedding that feeds it.
+    :meth:`forward_features` returns the ``(N, 8 * w)`` embedding that feeds it and :meth:`forward_head` maps
+    that embedding to the logits (``forward(x) == forward_head(forward_features(x))``, as timm's models).
     """
 
     def __init__(
@@ -91,7 +92,11 @@ class SmallCNN(nn.Module):
             raise ValueError(f"input must have shape (N, {self.in_channels}, H, W); got {tuple(x.shape)}")
         return self.features(x)
 
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """Embedding ``(N, 8 * width)`` -> logits ``(N, num_classes)`` (dropout, then ``fc``)."""
+        return self.fc(self.dropout(features))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, in_channels, H, W)`` -> logits ``(N, num_classes)``."""
-        return self.fc(self.dropout(self.forward_features(x)))
+        return self.forward_head(self.forward_features(x))
 

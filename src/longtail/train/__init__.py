@@ -4,7 +4,10 @@ from ..data.synthetic import synthetic_images
 from .config import TrainConfig
 from .data import PreparedData, augment_batch, prepare_data
 from .losses import LOSSES, LossSpec, build_loss, loss_spec, register_loss
+from .posthoc import POSTHOC, PostHocSpec
+from .samplers import SAMPLERS, SamplerSpec
 from .schedule import SCHEDULES, learning_rate
+from .stages import STAGES, StageSpec
 from .trainer import (
     Run,
     RunFolderError,
@@ -19,8 +22,14 @@ from .trainer import (
 
 __all__ = [
     "LOSSES",
+    "POSTHOC",
+    "SAMPLERS",
     "SCHEDULES",
+    "STAGES",
     "LossSpec",
+    "PostHocSpec",
+    "SamplerSpec",
+    "StageSpec",
     "PreparedData",
     "Run",
     "RunFolderError",

@@ -26,7 +26,10 @@ from ..data.registry import DATASETS
 from ..data.subsample import PROFILES
 from ..models import available_models
 from .losses import LOSSES, loss_spec
+from .posthoc import POSTHOC
+from .samplers import SAMPLERS
 from .schedule import SCHEDULES
+from .stages import STAGES, stage_spec
 
 Check = Callable[[str, Any], Any]
 
@@ -157,11 +160,25 @@ class TrainConfig:
     max_margin: float = option(0.5, "LDAM largest margin", check=_FINITE_NONNEGATIVE)
     scale: float = option(30.0, "LDAM logit scale", check=_real(low=0.0, low_open=True, finite=True))
 
+    # stages, sampling and post-hoc adjustment
+    stage: str = option("joint", "training stage (see the list below): joint trains the whole network; crt, lws and "
+                        "classifier adjust the classifier of init_from's run on its frozen backbone", choices=lambda: STAGES)
+    init_from: str | None = option(None, "folder of a finished run to start from (its split and architecture; the "
+                                   "stages crt, lws and classifier need it)", check=_text, optional=True)
+    sampler: str | None = option(None, "which images an epoch draws (default: the stage's; instance for joint and "
+                                 "classifier, class_balanced for crt and lws)", choices=lambda: SAMPLERS, optional=True)
+    posthoc: str = option("none", "post-hoc classifier adjustment after the last epoch, its tau chosen on the "
+                          "validation split (needs val_per_class)", choices=lambda: ("none", *POSTHOC))
+    max_norm: float | None = option(None, "weight balancing's per-class MaxNorm after every step, relative radius in "
+                                    "[0, 1]: delta = min + max_norm * (max - min) of the classifier's row norms at the "
+                                    "start (0.1 in the authors' recipe)", check=_UNIT, optional=True)
+
     # model and optimisation
     model: str = option("small_cnn", "small_cnn (28x28 grey) or resnet20/32/44/56 (CIFAR)",
                         choices=lambda: tuple(available_models()))
     width: int = option(16, "small_cnn first-stage channels", check=_integer(1))
-    epochs: int = option(10, "training epochs", check=_integer(1))
+    epochs: int = option(10, "training epochs (0 with init_from: evaluate, or post-hoc adjust, the parent's model)",
+                         check=_integer(0))
     batch_size: int = option(128, "training batch size (over all processes; at least 2 per process)",
                              check=_batch_size)
     lr: float = option(0.05, "base learning rate (SGD)", check=_FINITE_NONNEGATIVE)
@@ -208,7 +225,10 @@ class TrainConfig:
             if meta["check"] is not None:
                 value = meta["check"](f.name, value)
             setattr(self, f.name, value)
-        spec = loss_spec(self.loss)
+        spec, stage = loss_spec(self.loss), stage_spec(self.stage)
+        if self.sampler is None:
+            self.sampler = stage.sampler
+        self._check_stage(spec, stage)
         if spec.needs_validation and self.val_per_class < 1:
             raise ValueError(
                 f"val_per_class must be >= 1 for loss={self.loss!r}, which measures class difficulty on a validation "
@@ -223,6 +243,26 @@ class TrainConfig:
             raise ValueError(
                 f"few_threshold must be <= many_threshold ({self.many_threshold:g}); got {self.few_threshold:g}"
             )
+
+    def _check_stage(self, spec: Any, stage: Any) -> None:
+        """The combinations of stage, parent, post-hoc adjustment and MaxNorm that mean something."""
+        if stage.needs_parent and self.init_from is None:
+            raise ValueError(f"init_from must be a finished run's folder for stage={self.stage!r}, which adjusts that "
+                             "run's classifier (train it first with stage='joint'); got None")
+        if self.epochs == 0 and self.init_from is None:
+            raise ValueError("epochs must be >= 1 (0 only with init_from, to evaluate or post-hoc adjust a finished "
+                             "run's model); got 0")
+        if self.posthoc != "none":
+            if self.val_per_class < 1:
+                raise ValueError(f"val_per_class must be >= 1 for posthoc={self.posthoc!r}, whose tau is chosen on the "
+                                 f"validation split; got {self.val_per_class}")
+            if POSTHOC[self.posthoc].linear_only and (spec.head != "linear" or stage.trains == "scales"):
+                raise ValueError(f"posthoc={self.posthoc!r} needs a linear classifier; got loss={self.loss!r} "
+                                 f"({spec.head} head) with stage={self.stage!r}")
+        if self.max_norm is not None and (spec.head != "linear" or stage.trains == "scales"):
+            raise ValueError(f"max_norm must be None for a classifier that is not a trained linear layer; got "
+                             f"max_norm={self.max_norm:g} with loss={self.loss!r} ({spec.head} head) and "
+                             f"stage={self.stage!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

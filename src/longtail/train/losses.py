@@ -141,6 +141,10 @@ LOSSES: dict[str, LossSpec] = {
                      lambda counts, max_margin, scale: LDAMLoss(counts, max_margin=max_margin, scale=scale,
                                                                 reduction="weighted_mean"),
                      reads=("max_margin", "scale"), head="cosine"),
+    # LDAM's head and scale without its margins: separates LDAM-DRW's margin from its cosine classifier.
+    "ce_cosine": LossSpec("softmax CE on the cosine head, logits scaled by scale (LDAM without margins)",
+                          lambda counts, scale: LDAMLoss(counts, max_margin=0.0, scale=scale, reduction="weighted_mean"),
+                          reads=("scale",), head="cosine"),
     "balanced_softmax": LossSpec("balanced softmax: CE on z + log prior", lambda counts: BalancedSoftmaxLoss(counts)),
     "logit_adjusted": LossSpec("logit-adjusted CE: CE on z + la_tau log prior",
                                lambda counts, la_tau: LogitAdjustedLoss(counts, tau=la_tau), reads=("la_tau",)),

@@ -34,7 +34,6 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,13 +45,16 @@ from torch import nn
 from .. import __version__
 from ..bias_init import init_prior_bias
 from ..checks import check_batch_per_process, check_output_folder
-from ..metrics import ConfusionMeter
+from ..metrics import ConfusionMeter, nan_to_none
 from ..drw import DeferredReweighting
 from ..io import clean_stale_temporaries, load_checkpoint, save_checkpoint, write_json
 from ..models import build_model
 from .config import TrainConfig
 from .data import DeviceSplit, PreparedData, augment_batch, prepare_data
 from .losses import EpochHook, LossSpec, loss_spec
+from .posthoc import POSTHOC, adjusted_model
+from .samplers import epoch_order, shard_batches
+from .stages import MaxNorm, StageSpec, load_parent_weights, prepare_stage, read_parent, stage_spec
 from .device import (
     autocast_enabled,
     cpu_has_native_bfloat16,
@@ -95,13 +97,15 @@ def build_network(config: TrainConfig, num_classes: int, in_channels: int) -> nn
 
 
 def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
-    """Weight decay on every parameter except a prior-initialised classifier bias."""
+    """The trainable parameters (those a frozen stage left ``requires_grad``), with weight decay on every one
+    except a prior-initialised classifier bias."""
     exempt: set[int] = set()
     bias = getattr(model.fc, "bias", None)
     if loss_spec(config.loss).prior_bias and bias is not None:
         exempt.add(id(bias))
-    decay = [p for p in model.parameters() if id(p) not in exempt]
-    no_decay = [p for p in model.parameters() if id(p) in exempt]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in trainable if id(p) not in exempt]
+    no_decay = [p for p in trainable if id(p) in exempt]
     groups = [{"params": decay, "weight_decay": config.weight_decay}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})
@@ -113,8 +117,10 @@ class Run:
     """Everything one training run works with; :func:`build_run` makes it from a configuration.
 
     ``model`` is the bare model (its ``state_dict`` goes into checkpoints); ``network`` is what runs
-    the training forward pass (the model, wrapped by DDP and ``torch.compile`` when asked); ``eager``
-    is the same without ``torch.compile``, for the steps a compiled graph would only recompile for.
+    the training forward pass (the model, or its frozen-backbone wrapper for a classifier stage,
+    wrapped by DDP and ``torch.compile`` when asked); ``eager`` is the same without
+    ``torch.compile``, for the steps a compiled graph would only recompile for. ``constraint`` is
+    weight balancing's MaxNorm (or None); ``parent`` the record of the run it started from.
     """
 
     config: TrainConfig
@@ -128,6 +134,9 @@ class Run:
     pad: int
     epoch_hooks: list[EpochHook] = field(default_factory=list)
     eager: nn.Module | None = None
+    stage: StageSpec = field(default_factory=lambda: stage_spec("joint"))
+    constraint: MaxNorm | None = None
+    parent: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.eager is None:
@@ -143,23 +152,36 @@ class Run:
         return autocast_enabled(self.config.amp, self.device)
 
     def state_dict(self) -> dict[str, Any]:
-        return {
+        state = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "criterion": self.criterion.state_dict(),
         }
+        if self.constraint is not None:
+            state["constraint"] = self.constraint.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.criterion.load_state_dict(state["criterion"])
+        if self.constraint is not None:
+            self.constraint.load_state_dict(state["constraint"])
 
 
-def build_run(config: TrainConfig, data: PreparedData | None = None, device: torch.device | None = None) -> Run:
+def build_run(
+    config: TrainConfig,
+    data: PreparedData | None = None,
+    device: torch.device | None = None,
+    *,
+    load_parent: bool = True,
+) -> Run:
     """Data, model, loss, optimiser and hooks of ``config``, on ``device`` (default: ``config.device``).
 
     Under ``torch.distributed`` (initialised by the caller) the network is wrapped in DDP. The
-    model's initialisation is seeded by ``config.seed``.
+    model's initialisation is seeded by ``config.seed``; with ``init_from`` the parent run's weights
+    are loaded (unless ``load_parent`` is False: a resumed run loads its own checkpoint instead) and
+    the stage freezes what it does not train.
     """
     device = device if device is not None else resolve_device(config.device)
     world = distributed()[1]
@@ -171,18 +193,27 @@ def build_run(config: TrainConfig, data: PreparedData | None = None, device: tor
             f"the training split must hold at least 2 x the world size = {2 * world} images (one batch of 2 per "
             f"process); got {len(data.train)}"
         )
-    spec = loss_spec(config.loss)
+    spec, stage = loss_spec(config.loss), stage_spec(config.stage)
     torch.manual_seed(config.seed)
+    model = build_network(config, data.num_classes, data.in_channels)
+    parent = None
+    if config.init_from is not None and load_parent:
+        state, parent = read_parent(config, device)
+        load_parent_weights(model, state, stage)
+    trainable = prepare_stage(model, stage, data.num_classes)
     # Channels-last activations select the faster convolution kernels (oneDNN on CPU, cuDNN on GPU):
     # about 1.5x the throughput of the small CNN here (docs/benchmarks/ops.md).
-    model = build_network(config, data.num_classes, data.in_channels).to(device, memory_format=torch.channels_last)
+    trainable.to(device, memory_format=torch.channels_last)
+    constraint = MaxNorm(model.fc.weight, config.max_norm).to(device) if config.max_norm is not None else None
     criterion = spec.build_loss(config, data.counts).to(device)
     optimizer = torch.optim.SGD(
         parameter_groups(model, config), lr=config.lr, momentum=config.momentum, nesterov=config.nesterov
     )
-    eager: nn.Module = model
+    eager: nn.Module = trainable
     if distributed()[1] > 1:
-        eager = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        eager = nn.parallel.DistributedDataParallel(
+            trainable, device_ids=[device.index] if device.type == "cuda" else None
+        )
     # torch.compile traces one graph: the full training batch in train mode. The last, shorter batch of an epoch
     # and the evaluation passes (another batch size, eval mode, no grad) run eagerly: each would otherwise cost a
     # recompile of about 20 s on this CPU (measured: 3 graphs, 45 s, for a run whose epochs take 0.3 s).
@@ -191,7 +222,8 @@ def build_run(config: TrainConfig, data: PreparedData | None = None, device: tor
     hooks = [spec.on_epoch_start] if spec.on_epoch_start is not None else []
     if config.drw_epoch is not None:
         hooks.append(DeferredReweighting(data.counts, config.drw_epoch, beta=config.drw_beta).apply)
-    return Run(config, device, data, spec, model, network, criterion, optimizer, pad, hooks, eager)
+    return Run(config, device, data, spec, model, network, criterion, optimizer, pad, hooks, eager, stage, constraint,
+               parent)
 
 
 # --- one epoch -----------------------------------------------------------------------------------
@@ -199,19 +231,6 @@ def build_run(config: TrainConfig, data: PreparedData | None = None, device: tor
 
 def _epoch_generator(config: TrainConfig, epoch: int, device: torch.device) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + epoch)
-
-
-def _batches(
-    n: int, batch_size: int, generator: torch.Generator, device: torch.device
-) -> Iterator[tuple[torch.Tensor, bool]]:
-    """This process's indices of each batch of an epoch, and whether the batch is a full one."""
-    order = torch.randperm(n, generator=generator, device=device)
-    rank, world = distributed()
-    for start in range(0, n, batch_size):
-        indices = order[start : start + batch_size]
-        if len(indices) < 2 * world:  # BatchNorm needs two samples on every process
-            break
-        yield indices[rank::world], len(indices) == batch_size
 
 
 def train_one_epoch(run: Run, epoch: int, progress: Any = None) -> float:
@@ -230,7 +249,9 @@ def train_one_epoch(run: Run, epoch: int, progress: Any = None) -> float:
     steps = max(1, n // config.batch_size)
     total = torch.zeros((), device=device)
     seen = 0
-    for step, (indices, full) in enumerate(_batches(n, config.batch_size, generator, device)):
+    # The epoch's sample and its order, the same on every process; each process trains on its shard of every batch.
+    order = epoch_order(config.sampler, data.labels, run.data.counts, epoch, config.epochs, generator)
+    for step, (indices, full) in enumerate(shard_batches(order, config.batch_size, *distributed())):
         for group in run.optimizer.param_groups:
             group["lr"] = learning_rate(config, epoch + step / steps)
         images = data.images[indices]
@@ -243,6 +264,8 @@ def train_one_epoch(run: Run, epoch: int, progress: Any = None) -> float:
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         run.optimizer.step()
+        if run.constraint is not None:
+            run.constraint.project_(run.model.fc.weight)
         total += loss.detach() * len(indices)
         seen += len(indices)
         if progress is not None:
@@ -294,9 +317,35 @@ def validate(run: Run) -> dict[str, Any]:
 
 
 def test_report(run: Run) -> dict[str, Any]:
-    """The full report of ``run`` on the (balanced) test set, shot groups by the training counts."""
+    """The full report of ``run`` on the (balanced) test set, shot groups by the training counts; with a
+    post-hoc adjustment, the adjusted model's (``posthoc`` says which tau validation chose)."""
     meter = evaluate(run.eager, run.data.test, run.num_classes, run.config)
-    return meter.report(train_counts=run.data.counts, **_thresholds(run.config))
+    report = meter.report(train_counts=run.data.counts, **_thresholds(run.config))
+    return report if run.config.posthoc == "none" else _posthoc_report(run, report)
+
+
+def _posthoc_report(run: Run, unadjusted: dict[str, Any]) -> dict[str, Any]:
+    """Chooses the post-hoc tau on the validation split (highest balanced accuracy, the earliest on ties), then
+    reports the adjusted model on the test set."""
+    config, method = run.config, run.config.posthoc
+    assert run.data.val is not None  # the configuration requires val_per_class >= 1
+    grid = POSTHOC[method].grid
+    scores = []
+    for tau in grid:
+        meter = evaluate(adjusted_model(run.model, method, run.data.counts, tau), run.data.val, run.num_classes, config)
+        scores.append(nan_to_none(meter.report(**_thresholds(config))["balanced_accuracy"]))
+    best = max(range(len(grid)), key=lambda i: (-math.inf if scores[i] is None else scores[i], -i))
+    model = adjusted_model(run.model, method, run.data.counts, grid[best])
+    report = evaluate(model, run.data.test, run.num_classes, config).report(
+        train_counts=run.data.counts, **_thresholds(config))
+    report["posthoc"] = {
+        "method": method,
+        "tau": grid[best],
+        "grid": list(grid),
+        "val_balanced_accuracy": scores,
+        "unadjusted": _summary(unadjusted),
+    }
+    return report
 
 
 test_report.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
@@ -419,6 +468,7 @@ def _save(run: Run, progress: Progress, out: Path, report: dict[str, Any]) -> No
         "eval_seconds": progress.eval_seconds,
         "wall_seconds": progress.wall_seconds(),
         "world_size": distributed()[1],
+        "parent": run.parent,
     })
     write_json(out / RESULT, result_dict(run, progress, report, complete=progress.next_epoch == run.config.epochs))
 
@@ -522,9 +572,10 @@ def _train_locked(
         else:
             _log(verbose, f"{out}: no checkpoint to resume; starting at epoch 1")
 
-    run = build_run(config, data, device)
+    run = build_run(config, data, device, load_parent=checkpoint is None)
     if checkpoint is not None:
         run.load_state_dict(checkpoint)
+        run.parent = checkpoint.get("parent")
         progress.resume_from(checkpoint)
         if progress.next_epoch < config.epochs:
             _log(verbose, f"resuming {out} at epoch {progress.next_epoch + 1}/{config.epochs}")
@@ -546,7 +597,10 @@ def _train_locked(
         report = test_report(run)
         result = result_dict(run, progress, report, complete=True)
         if rank == 0:
-            write_json(out / RESULT, result)
+            if checkpoint is None:  # epochs = 0: the parent's model, evaluated (or post-hoc adjusted), is this run's
+                _save(run, progress, out, report)
+            else:
+                write_json(out / RESULT, result)
         return result
     return result_dict(run, progress, report, complete=True)
 
@@ -564,6 +618,7 @@ def result_dict(
         "autocast": "bfloat16" if run.autocast else "off",
         "world_size": distributed()[1],
         "config": run.config.to_dict(),
+        "parent": run.parent,
         "classes": list(run.data.classes),
         "train_counts": run.data.counts.tolist(),
         "val_counts": run.data.val_counts.tolist(),

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from reference import effective_weights, official_loss
 
-from longtail import class_balanced_weights
+from longtail import ClassBalancedLoss, class_balanced_weights
 from longtail.functional import class_balanced_loss, focal_loss, sigmoid_focal_loss
 
 LOSSES = ["softmax", "sigmoid", "focal", "softmax_focal"]
@@ -372,3 +372,14 @@ def test_weighted_mean_and_pytorch_agree_for_index_targets_only_as_the_readme_sa
     torch.testing.assert_close(class_balanced_loss(z, t, w, reduction="mean"), F.cross_entropy(z, t, weight=w))
     expected = -(t * w * F.log_softmax(z, 1)).sum() / (t * w).sum()
     torch.testing.assert_close(class_balanced_loss(z, t, w, reduction="weighted_mean"), expected)
+
+
+@pytest.mark.parametrize("loss", ["sigmoid", "focal", "softmax"])
+def test_integer_multi_hot_targets_are_read_as_zeros_and_ones(loss):
+    """An integer target of the logits' shape cannot be class indices: it is 0/1 multi-hot, read like floats."""
+    logits = torch.randn(6, 4)
+    hot = torch.tensor([[1, 0, 1, 0], [0, 0, 0, 1], [1, 1, 0, 0], [0, 1, 0, 0], [0, 0, 1, 1], [1, 0, 0, 0]])
+    criterion = ClassBalancedLoss([50, 20, 5, 2], beta=0.99, loss=loss, gamma=1.0 if loss == "focal" else 0.0)
+    torch.testing.assert_close(criterion(logits, hot), criterion(logits, hot.float()))
+    with pytest.raises(ValueError, match=r"must hold probabilities in \[0, 1\]; got values in \[0, 2\]"):
+        criterion(logits, hot * 2)

@@ -210,7 +210,7 @@ def test_extreme_logits_are_finite(dtype, scale):
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
-        (dict(target=torch.tensor([0, 1])), ValueError, r"must have shape \(3,\); got \(2,\)"),
+        (dict(target=torch.tensor([0, 1])), ValueError, r"must have shape \(3,\) \(or, for multi-hot or probability targets, the input.s shape\); got \(2,\)"),
         (dict(target=torch.tensor([0, 1, 3])), ValueError, r"labels must be in \[0, 2\] or equal ignore_index=-100; got label 3"),
         (dict(target=torch.eye(3)), TypeError, "ldam_loss needs class-index targets .* got a target of dtype torch.float32"),
         (dict(target=torch.eye(3, dtype=torch.bool)), TypeError, "class-index targets .* torch.bool"),

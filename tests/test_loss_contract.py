@@ -175,7 +175,7 @@ def test_half_precision_inputs_are_computed_in_float32(case, dtype):
 
 
 BAD_INPUT = [
-    (dict(target=torch.tensor([0, 1])), ValueError, r"must have shape \(3,\); got \(2,\)"),
+    (dict(target=torch.tensor([0, 1])), ValueError, r"must have shape \(3,\) \(or, for multi-hot or probability targets, the input.s shape\); got \(2,\)"),
     (dict(target=torch.tensor([0, 1, 4])), ValueError, r"labels must be in \[0, 3\] or equal ignore_index=-100; got label 4"),
     (dict(target=torch.tensor([0, -1, 2])), ValueError, "got label -1"),
     (dict(target=[0, 1, 2]), TypeError, "target must be a tensor; got list"),

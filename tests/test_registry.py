@@ -98,7 +98,7 @@ def test_fields_are_normalised_and_execution_only_fields_are_declared():
     assert config.cdb_tau == 1.5 and isinstance(config.imbalance, float) and config.warmup_epochs == 0.0
     assert TrainConfig(amp=True).amp == "bf16" and TrainConfig(amp=False).amp == "off"  # saved before 0.2
     assert set(TrainConfig.execution_only_fields()) == {"data_dir", "download", "device", "compile",
-                                                        "eval_batch_size", "eval_every"}
+                                                        "eval_batch_size", "eval_every", "tensorboard"}
 
 
 @pytest.mark.parametrize(

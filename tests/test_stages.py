@@ -215,3 +215,23 @@ def test_the_cli_trains_a_second_stage(parent, tmp_path):
     result = json.loads((out / "result.json").read_text())
     assert result["config"]["stage"] == "crt" and result["parent"]["path"] == str(folder.resolve())
     assert "posthoc" in result["final"]
+
+
+def test_load_model_predicts_like_the_run_from_raw_pixels(parent, tmp_path):
+    """The checkpoint carries the normalisation, class names and post-hoc tau: raw uint8 pixels give the run's
+    test predictions."""
+    from longtail.data.registry import load_dataset
+    from longtail.train import load_model, prepare_data
+
+    result, _ = _child(parent, tmp_path, epochs=0, posthoc="logit_adjust")
+    trained = load_model(tmp_path)
+    assert trained.classes == tuple(result["classes"]) and trained.posthoc["tau"] == result["final"]["posthoc"]["tau"]
+    test = load_dataset("synthetic", None, train=False)
+    predicted = trained.predict(test.images)
+    per_class = [float((predicted[test.labels == c] == c).float().mean()) for c in range(10)]
+    assert per_class == pytest.approx(result["final"]["per_class_accuracy"], abs=1e-6)
+    # The trainer's normalised tensors give the same predictions as raw pixels through preprocess.
+    data = prepare_data(TrainConfig(**FAST), torch.device("cpu"))
+    torch.testing.assert_close(trained.preprocess(test.images), data.test.images, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"images must have shape \(N, 1, 16, 16\) or \(N, 16, 16\); got \(2, 3\)"):
+        trained.predict(torch.zeros(2, 3, dtype=torch.uint8))

@@ -190,7 +190,11 @@ def check_logits(input: Any) -> torch.Tensor:
 
 
 def check_target(input: torch.Tensor, target: Any) -> bool:
-    """Validates the target's type and shape; returns True for class-index targets, False for float ones."""
+    """Validates the target's type and shape; returns True for class-index targets, False for float ones.
+
+    An integer target of the input's own shape cannot hold class indices (those have no class dimension): it is a
+    0/1 multi-hot (or one-hot) target, read like a float one (``False``); its values must lie in [0, 1].
+    """
     if not isinstance(target, torch.Tensor):
         raise TypeError(f"target must be a tensor; got {type(target).__name__}")
     if target.device != input.device:
@@ -204,11 +208,13 @@ def check_target(input: torch.Tensor, target: Any) -> bool:
         return False
     if target.is_complex():
         raise TypeError(f"target must hold class indices (integer) or probabilities (float); got {target.dtype}")
+    if target.shape == input.shape:  # integer multi-hot rows, e.g. (N, C) of 0 and 1
+        return False
     expected = (input.shape[0],) + tuple(input.shape[2:])
     if tuple(target.shape) != expected:
         raise ValueError(
-            f"a class-index target for input of shape {tuple(input.shape)} must have shape {expected}; "
-            f"got {tuple(target.shape)}"
+            f"a class-index target for input of shape {tuple(input.shape)} must have shape {expected} (or, for "
+            f"multi-hot or probability targets, the input's shape); got {tuple(target.shape)}"
         )
     return True
 

@@ -64,7 +64,9 @@ def _add_config_arguments(parser: argparse.ArgumentParser, defaults: dict[str, A
             kind = _int_list
         elif kind not in (int, float, str):  # a union such as CDB's tau (number or "dynamic"): the field parses it
             kind = str
-        parser.add_argument(flag, type=kind, default=default, help=f"{help_text} (default: {default})")
+        # A field whose help says what its default means ("default: all it has") shows no "(default: None)" too.
+        shown = "" if default is None or "default" in help_text else f" (default: {default})"
+        parser.add_argument(flag, type=kind, default=default, help=help_text + shown)
     # Removed in 0.2 (one meaning per field): refused by TrainConfig with a message that names the new flags.
     parser.add_argument("--tau", default=None, help=argparse.SUPPRESS)
 
@@ -137,6 +139,9 @@ def build_parser(train_defaults: dict[str, Any] | None = None) -> argparse.Argum
     )
     train.add_argument("--preset", default=None, help="start from a named recipe: " + ", ".join(_preset_names())
                        + " (explicit options override it)")
+    train.add_argument("--config", default=None, metavar="FILE", help="a TOML (or YAML, with PyYAML) file of "
+                       "configuration fields, e.g. a run's config.toml; explicit options override it, and it overrides "
+                       "--preset")
     _add_config_arguments(train, train_defaults)
     train.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<dataset>-<loss>-<the loss's "
                        "fields>-rho<imbalance>-seed<seed>); one run at a time: a run locks it (its file .lock), and a "
@@ -161,11 +166,15 @@ def build_parser(train_defaults: dict[str, Any] | None = None) -> argparse.Argum
     weights.add_argument("--beta", type=_float_list, default=[0.9, 0.99, 0.999, 0.9999], help="betas, comma-separated")
     weights.add_argument("--zero-counts", choices=("error", "ignore"), default="error",
                          help="a class with count 0: 'error' refuses it, 'ignore' gives it weight 0 (default: error)")
-    weights.add_argument("--tau", default="dynamic", help="CDB tau: a positive number or 'dynamic'")
-    weights.add_argument("--imbalance", type=float, default=100.0)
-    weights.add_argument("--profile", default="exp")
-    weights.add_argument("--n-max", type=int, default=None)
-    weights.add_argument("--data-dir", default=None)
+    weights.add_argument("--tau", default="dynamic", help="CDB tau with --accuracy: a positive number or 'dynamic' "
+                         "(the paper's; default: dynamic)")
+    weights.add_argument("--imbalance", type=float, default=100.0, help="with --dataset: imbalance factor n_max / n_min "
+                         "of the long-tailed draw (default: 100)")
+    weights.add_argument("--profile", default="exp", help="with --dataset: long-tail profile, exp or step (default: exp)")
+    weights.add_argument("--n-max", type=int, default=None, help="with --dataset: images kept by the head class "
+                         "(default: all it has)")
+    weights.add_argument("--data-dir", default=None, help="with --dataset: folder with the dataset files (default: "
+                         "$LONGTAIL_DATA, then Debian's /usr/share/datasets/fashion-mnist)")
 
     demo = commands.add_parser(
         "demo",
@@ -175,21 +184,29 @@ def build_parser(train_defaults: dict[str, Any] | None = None) -> argparse.Argum
     )
     demo.add_argument("--dataset", default="fashion_mnist", help="default fashion_mnist; one of " + _dataset_names())
     demo.add_argument("--n-max", type=int, default=None, help="images of the head class (default: all it has)")
-    demo.add_argument("--epochs", type=int, default=8)
-    demo.add_argument("--imbalance", type=float, default=100.0)
-    demo.add_argument("--beta", type=float, default=0.9999)
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--data-dir", default=None)
+    demo.add_argument("--epochs", type=int, default=8, help="training epochs of each of the two runs (default: 8)")
+    demo.add_argument("--imbalance", type=float, default=100.0, help="imbalance factor n_max / n_min of the "
+                      "long-tailed training set (default: 100)")
+    demo.add_argument("--beta", type=float, default=0.9999, help="beta of the class-balanced run (default: 0.9999)")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the long-tailed draw, the initialisation and the "
+                      "data order (default: 0)")
+    demo.add_argument("--data-dir", default=None, help="folder with the dataset files (default: $LONGTAIL_DATA, then "
+                      "Debian's /usr/share/datasets/fashion-mnist)")
     demo.add_argument("--download", action="store_true", help="download Fashion-MNIST when it is not found")
-    demo.add_argument("--device", default="auto")
+    demo.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     demo.add_argument("--out", type=Path, default=Path("runs/demo"),
                       help="parent folder: each configuration gets its own subfolder, which a rerun of the same "
                       "configuration reuses (default: runs/demo)")
     demo.add_argument("--overwrite", action="store_true", help="train again even where this configuration's runs "
                       "are already there")
-    demo.add_argument("--many-threshold", type=float, default=1000, help="many-shot: more training images than this")
-    demo.add_argument("--few-threshold", type=float, default=200, help="few-shot: fewer training images than this")
-    demo.add_argument("--quiet", action="store_true")
+    demo.add_argument("--many-threshold", type=float, default=None, help="many-shot: more training images than this "
+                      "(default: 0.2 x the head class's count, as train)")
+    demo.add_argument("--few-threshold", type=float, default=None, help="few-shot: fewer training images than this "
+                      "(default: 0.04 x the head class's count, as train)")
+    demo.add_argument("--quiet", action="store_true", help="one line per epoch, no progress bars")
+    from .cli_runs import add_run_commands
+
+    add_run_commands(commands)  # report, evaluate, predict
     return parser
 
 
@@ -261,28 +278,42 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
-def _preset_defaults(argv: Sequence[str] | None) -> dict[str, Any] | None:
-    """The values of ``--preset NAME`` (they become defaults that explicit options override)."""
+def _train_defaults(argv: Sequence[str] | None) -> dict[str, Any] | None:
+    """The values of ``--preset NAME``, then of ``--config FILE`` over them: they become the defaults, which
+    explicit options override (defaults < preset < config file < options)."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--preset")
+    pre.add_argument("--config")
     known, _ = pre.parse_known_args(argv)
-    if known.preset is None:
+    if known.preset is None and known.config is None:
         return None
+    from .train.config import load_config_file
     from .train.presets import PRESETS
 
-    if known.preset not in PRESETS:
-        raise CliError(f"preset must be one of {', '.join(PRESETS)}; got {known.preset!r}")
-    return PRESETS[known.preset]
+    defaults: dict[str, Any] = {}
+    if known.preset is not None:
+        if known.preset not in PRESETS:
+            raise CliError(f"preset must be one of {', '.join(PRESETS)}; got {known.preset!r}")
+        defaults.update(PRESETS[known.preset])
+    if known.config is not None:
+        try:
+            defaults.update(load_config_file(known.config))
+        except (ValueError, OSError) as exc:
+            raise CliError(" ".join(str(exc).split())) from None
+    return defaults
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        parser = build_parser(_preset_defaults(argv))
+        parser = build_parser(_train_defaults(argv))
     except CliError as exc:
         sys.stderr.write(f"longtail train: error: {exc}\n")
         return 2
     args = parser.parse_args(argv)
     handlers = {"train": _cmd_train, "weights": _cmd_weights, "demo": _cmd_demo}
+    from .cli_runs import RUN_COMMANDS
+
+    handlers.update(RUN_COMMANDS)
     try:
         return handlers[args.command](args)
     except CliError as exc:

@@ -47,7 +47,9 @@ __all__ = [
     "create_temporary",
     "load_checkpoint",
     "save_checkpoint",
+    "write_bytes",
     "write_json",
+    "write_text",
 ]
 
 #: The keys every checkpoint written by :func:`longtail.train.train` holds (checked by :func:`load_checkpoint`).
@@ -275,6 +277,16 @@ def write_json(path: str | os.PathLike[str], data: Any) -> Path:
     """
     text = json.dumps(data, indent=2, allow_nan=False, sort_keys=False) + "\n"
     return _atomic_write(path, lambda handle: handle.write(text.encode()))
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Writes ``text`` (UTF-8) atomically, like :func:`write_json`."""
+    return write_bytes(path, text.encode())
+
+
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Writes ``data`` atomically, like :func:`write_json` (a PNG, a CSV's bytes)."""
+    return _atomic_write(path, lambda handle: handle.write(data))
 
 
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:

@@ -67,6 +67,7 @@ __all__ = [
     "per_class_accuracy",
     "report_from_confusion",
     "shot_accuracy",
+    "relative_shot_thresholds",
     "shot_groups",
     "top_k_accuracy",
 ]
@@ -249,6 +250,18 @@ def macro_f1(preds: ArrayLike, targets: ArrayLike, num_classes: int) -> float:
     left out, as sklearn does when no ``labels=`` argument is given.
     """
     return _macro_f1_from_cm(confusion_matrix(preds, targets, num_classes))
+
+
+# Shot thresholds relative to the head class: 0.2 and 0.04 of its count give CIFAR-100-LT's 100 / 20 for its
+# 500-image head, and 1000 / 200 for a 5000-image head (Fashion-MNIST-LT, CIFAR-10-LT), where 100 / 20 leaves the
+# few-shot group empty.
+RELATIVE_MANY, RELATIVE_FEW = 0.2, 0.04
+
+
+def relative_shot_thresholds(train_counts: ArrayLike) -> tuple[float, float]:
+    """``(many_threshold, few_threshold)`` = 0.2 and 0.04 times the largest training count (the trainer's default)."""
+    head = float(as_train_counts(train_counts).max())
+    return RELATIVE_MANY * head, RELATIVE_FEW * head
 
 
 def shot_groups(

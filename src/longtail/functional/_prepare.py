@@ -98,6 +98,8 @@ def prepare(
         safe = torch.where(valid, target, 0)
         _check_values(weight, safe, target, True, num_classes, ignore_index, sample_weight, pos_weight, per_class)
         return Prepared(z, safe, valid, weight, True, sample_weight, pos_weight)
+    if not target.is_floating_point():  # bool or integer multi-hot: 0 and 1 (checked with the other values)
+        target = target.to(dtype)
     _check_values(weight, target, target, False, num_classes, ignore_index, sample_weight, pos_weight, per_class)
     return Prepared(z, target.to(dtype), None, weight, False, sample_weight, pos_weight)
 

@@ -3,6 +3,7 @@
 from ..data.synthetic import synthetic_images
 from .config import TrainConfig
 from .data import PreparedData, augment_batch, prepare_data
+from .inference import TrainedModel, load_model
 from .losses import LOSSES, LossSpec, build_loss, loss_spec, register_loss
 from .posthoc import POSTHOC, PostHocSpec
 from .samplers import SAMPLERS, SamplerSpec
@@ -30,6 +31,7 @@ __all__ = [
     "PostHocSpec",
     "SamplerSpec",
     "StageSpec",
+    "TrainedModel",
     "PreparedData",
     "Run",
     "RunFolderError",
@@ -40,6 +42,7 @@ __all__ = [
     "build_run",
     "evaluate",
     "learning_rate",
+    "load_model",
     "loss_spec",
     "prepare_data",
     "register_loss",

@@ -9,8 +9,11 @@ schedules) come from that registry.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import InitVar, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..checks import (
@@ -205,10 +208,15 @@ class TrainConfig:
     eval_every: int | None = option(None, "also evaluate the test set every this many epochs (default: only after "
                                     "the last; validation, when there is a split, runs every epoch)",
                                     check=_integer(1), optional=True, execution_only=True)
-    many_threshold: float = option(100, "many-shot classes have more training images than this",
-                                   check=_FINITE_NONNEGATIVE)
-    few_threshold: float = option(20, "few-shot classes have fewer training images than this",
-                                  check=_FINITE_NONNEGATIVE)
+    tensorboard: bool = option(False, "also write the per-epoch scalars for TensorBoard to <out>/tensorboard (needs "
+                               "the tensorboard package: pip install 'longtail[tensorboard]')", check=_flag,
+                               execution_only=True)
+    many_threshold: float | None = option(None, "many-shot classes have more training images than this (default: "
+                                          "0.2 x the head class's count: 100 for a 500-image head, as CIFAR-100-LT)",
+                                          check=_FINITE_NONNEGATIVE, optional=True)
+    few_threshold: float | None = option(None, "few-shot classes have fewer training images than this (default: "
+                                         "0.04 x the head class's count: 20 for a 500-image head)",
+                                         check=_FINITE_NONNEGATIVE, optional=True)
 
     tau: InitVar[Any] = None  # removed: refused with a message that names cdb_tau and la_tau
 
@@ -239,7 +247,10 @@ class TrainConfig:
                 f"drw_epoch must be None for loss={self.loss!r}: its class weights are the method itself, and "
                 f"deferred re-weighting would replace them; got drw_epoch={self.drw_epoch}"
             )
-        if self.few_threshold > self.many_threshold:
+        if (self.many_threshold is None) != (self.few_threshold is None):
+            raise ValueError(f"many_threshold and few_threshold must be given together (or neither: relative to the head "
+                             f"class); got many_threshold={self.many_threshold}, few_threshold={self.few_threshold}")
+        if self.few_threshold is not None and self.few_threshold > self.many_threshold:
             raise ValueError(
                 f"few_threshold must be <= many_threshold ({self.many_threshold:g}); got {self.few_threshold:g}"
             )
@@ -288,10 +299,72 @@ class TrainConfig:
             raise ValueError(f"configuration keys must be fields of TrainConfig; got unknown keys {sorted(unknown)}")
         return cls(**data)
 
+    def to_toml(self) -> str:
+        """The configuration as TOML, readable by :func:`load_config_file` (``--config``); unset (None) fields are
+        listed in a comment, TOML having no null."""
+        lines, unset = [], []
+        for key, value in self.to_dict().items():
+            if value is None:
+                unset.append(key)
+            elif isinstance(value, bool):
+                lines.append(f"{key} = {'true' if value else 'false'}")
+            elif isinstance(value, (int, float)):
+                lines.append(f"{key} = {value!r}")
+            elif isinstance(value, str):
+                lines.append(f"{key} = {json.dumps(value)}")
+            else:  # milestones: a list of ints
+                lines.append(f"{key} = [{', '.join(repr(v) for v in value)}]")
+        note = [f"# unset (None): {', '.join(unset)}"] if unset else []
+        return "\n".join(["# The resolved configuration of this run (longtail train --config FILE reads it).", *note,
+                          *lines]) + "\n"
+
     @classmethod
     def execution_only_fields(cls) -> tuple[str, ...]:
         """Fields that change how a run executes but not what it computes: a resume may differ in them."""
         return tuple(f.name for f in dataclasses.fields(cls) if f.metadata["execution_only"])
 
 
-__all__ = ["TrainConfig", "option"]
+def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The fields set in a TOML (``.toml``) or YAML (``.yaml``/``.yml``, needs PyYAML) file of
+    :class:`TrainConfig` fields, checked by name (unknown keys are refused, naming them); values are
+    checked when the configuration is built.
+
+    Raises:
+        ValueError: an unknown suffix or key, a file that does not parse, or not a table of fields.
+        OSError: the file cannot be read.
+    """
+    path = Path(path).expanduser()
+    text = path.read_text()
+    suffix = path.suffix.lower()
+    if suffix == ".toml":
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10
+            import tomli as tomllib  # type: ignore[no-redef]
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"config file {str(path)!r} must be valid TOML; got {exc}") from None
+    elif suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise ValueError(f"config file {str(path)!r} is YAML, which needs PyYAML (pip install pyyaml); or use "
+                             "TOML") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"config file {str(path)!r} must be valid YAML; got {' '.join(str(exc).split())}") from None
+        data = {} if data is None else data
+    else:
+        raise ValueError(f"config file must end in .toml, .yaml or .yml; got {str(path)!r}")
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {str(path)!r} must hold a table of TrainConfig fields; got {type(data).__name__}")
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"config file {str(path)!r} must hold TrainConfig fields only; got unknown keys {unknown}")
+    return data
+
+
+__all__ = ["TrainConfig", "load_config_file", "option"]

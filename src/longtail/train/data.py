@@ -8,6 +8,7 @@ whole batch at once with tensor indexing, no per-image Python.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -35,6 +36,10 @@ class PreparedData:
     counts: torch.Tensor  # (C,) training images per class, CPU int64
     val_counts: torch.Tensor
     classes: tuple[str, ...]
+    # Per-channel statistics of the training subset that every split was normalised with (x / 255 - mean) / std:
+    # a model trained on these sees raw inputs only through them (checkpoints carry them).
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
 
     @property
     def num_classes(self) -> int:
@@ -43,6 +48,17 @@ class PreparedData:
     @property
     def in_channels(self) -> int:
         return int(self.train.images.shape[1])
+
+    def description(self) -> dict[str, Any]:
+        """What a model trained on this data needs at prediction time: class names, input shape and the
+        normalisation ``(x / 255 - mean) / std`` per channel (saved in checkpoints and results)."""
+        return {
+            "classes": list(self.classes),
+            "in_channels": self.in_channels,
+            "image_size": list(self.train.images.shape[-2:]),
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
 
 
 def prepare_data(config: TrainConfig, device: torch.device) -> PreparedData:
@@ -78,6 +94,8 @@ def prepare_data(config: TrainConfig, device: torch.device) -> PreparedData:
         counts=split.counts.cpu(),
         val_counts=split.val_counts.cpu(),
         classes=full_train.classes,
+        mean=tuple(mean.flatten().tolist()),
+        std=tuple(std.flatten().tolist()),
     )
 
 

@@ -1,4 +1,5 @@
-"""The one owner of a run folder: what it holds (``checkpoint.pt``, ``result.json``), and its lock.
+"""The one owner of a run folder: what it holds (``checkpoint.pt``, ``result.json``, the per-epoch log
+``history.csv`` and the resolved configuration ``config.toml``), and its lock.
 
 A run holds an exclusive lock on ``<out>/.lock`` (``fcntl.flock``, POSIX only; under DDP rank 0 holds it)
 for its whole duration, so two runs never write the same folder; the file keeps the PID of its last
@@ -23,7 +24,52 @@ except ImportError:  # pragma: no cover - not POSIX (Windows): runs are not lock
 
 CHECKPOINT = "checkpoint.pt"
 RESULT = "result.json"
+HISTORY = "history.csv"
+CONFIG = "config.toml"
+TENSORBOARD = "tensorboard"
 LOCK = ".lock"
+
+# The columns of history.csv: one row per epoch, empty where an epoch has no such value (no validation split, or
+# the test set not evaluated that epoch).
+HISTORY_COLUMNS = ("epoch", "lr", "train_loss", *(f"{split}_{metric}" for split in ("val", "test")
+                                                  for metric in ("accuracy", "balanced_accuracy", "macro_f1")))
+
+
+def history_scalars(entry: dict[str, Any]) -> dict[str, float]:
+    """One epoch's numbers by TensorBoard tag (``train/loss``, ``val/balanced_accuracy``, ...)."""
+    scalars = {"train/loss": entry.get("train_loss"), "train/lr": entry.get("lr")}
+    for split in ("val", "test"):
+        for metric in ("accuracy", "balanced_accuracy", "macro_f1"):
+            scalars[f"{split}/{metric}"] = (entry.get(split) or {}).get(metric)
+    return {tag: float(value) for tag, value in scalars.items() if value is not None}
+
+
+def tensorboard_writer(out: Path | None) -> Any:
+    """A ``SummaryWriter`` on ``out/tensorboard`` (``out=None``: only check that TensorBoard is installed); a
+    ``ValueError`` naming the extra when it is not."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ValueError("tensorboard must be installed for tensorboard=True (pip install 'longtail[tensorboard]'); "
+                         "got no tensorboard package") from None
+    return None if out is None else SummaryWriter(str(out / TENSORBOARD))
+
+
+def history_csv(history: list[dict[str, Any]]) -> str:
+    """``history.csv``'s text: the per-epoch history of ``result.json`` as a table (spreadsheets, pandas)."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(HISTORY_COLUMNS)
+    for entry in history:
+        row = {key: entry.get(key) for key in ("epoch", "lr", "train_loss")}
+        for split in ("val", "test"):
+            for metric in ("accuracy", "balanced_accuracy", "macro_f1"):
+                row[f"{split}_{metric}"] = (entry.get(split) or {}).get(metric)
+        writer.writerow(["" if row[c] is None else row[c] for c in HISTORY_COLUMNS])
+    return buffer.getvalue()
 
 
 class RunFolderError(RuntimeError):

@@ -45,9 +45,9 @@ from torch import nn
 from .. import __version__
 from ..bias_init import init_prior_bias
 from ..checks import check_batch_per_process, check_output_folder
-from ..metrics import ConfusionMeter, nan_to_none
+from ..metrics import ConfusionMeter, nan_to_none, relative_shot_thresholds
 from ..drw import DeferredReweighting
-from ..io import clean_stale_temporaries, load_checkpoint, save_checkpoint, write_json
+from ..io import clean_stale_temporaries, load_checkpoint, save_checkpoint, write_json, write_text
 from ..models import build_model
 from .config import TrainConfig
 from .data import DeviceSplit, PreparedData, augment_batch, prepare_data
@@ -63,7 +63,20 @@ from .device import (
     resolve_device,
     synchronize,
 )
-from .run_folder import CHECKPOINT, RESULT, RunFolderError, existing_run, folder_lock, read_result, result_problem
+from .run_folder import (
+    CHECKPOINT,
+    CONFIG,
+    HISTORY,
+    RESULT,
+    RunFolderError,
+    existing_run,
+    folder_lock,
+    history_csv,
+    history_scalars,
+    read_result,
+    result_problem,
+    tensorboard_writer,
+)
 from .schedule import learning_rate
 
 class TrainingDiverged(RuntimeError):
@@ -300,8 +313,12 @@ def _summary(report: dict[str, Any]) -> dict[str, Any]:
     return {k: report[k] for k in keys if k in report}
 
 
-def _thresholds(config: TrainConfig) -> dict[str, float]:
-    return dict(many_threshold=config.many_threshold, few_threshold=config.few_threshold)
+def shot_thresholds(config: TrainConfig, counts: torch.Tensor) -> dict[str, float]:
+    """The many/few thresholds of a run: the configuration's, or 0.2 / 0.04 x the head class's training count."""
+    if config.many_threshold is not None:
+        return dict(many_threshold=config.many_threshold, few_threshold=config.few_threshold)
+    many, few = relative_shot_thresholds(counts)
+    return dict(many_threshold=many, few_threshold=few)
 
 
 def validate(run: Run) -> dict[str, Any]:
@@ -310,7 +327,7 @@ def validate(run: Run) -> dict[str, Any]:
     if run.data.val is None:
         return {}
     meter = evaluate(run.eager, run.data.val, run.num_classes, run.config)
-    entry: dict[str, Any] = {"val": _summary(meter.report(**_thresholds(run.config)))}
+    entry: dict[str, Any] = {"val": _summary(meter.report(**shot_thresholds(run.config, run.data.counts)))}
     if run.spec.after_validation is not None:
         entry.update(run.spec.after_validation(run.criterion, meter))
     return entry
@@ -320,7 +337,7 @@ def test_report(run: Run) -> dict[str, Any]:
     """The full report of ``run`` on the (balanced) test set, shot groups by the training counts; with a
     post-hoc adjustment, the adjusted model's (``posthoc`` says which tau validation chose)."""
     meter = evaluate(run.eager, run.data.test, run.num_classes, run.config)
-    report = meter.report(train_counts=run.data.counts, **_thresholds(run.config))
+    report = meter.report(train_counts=run.data.counts, **shot_thresholds(run.config, run.data.counts))
     return report if run.config.posthoc == "none" else _posthoc_report(run, report)
 
 
@@ -333,11 +350,11 @@ def _posthoc_report(run: Run, unadjusted: dict[str, Any]) -> dict[str, Any]:
     scores = []
     for tau in grid:
         meter = evaluate(adjusted_model(run.model, method, run.data.counts, tau), run.data.val, run.num_classes, config)
-        scores.append(nan_to_none(meter.report(**_thresholds(config))["balanced_accuracy"]))
+        scores.append(nan_to_none(meter.report(**shot_thresholds(config, run.data.counts))["balanced_accuracy"]))
     best = max(range(len(grid)), key=lambda i: (-math.inf if scores[i] is None else scores[i], -i))
     model = adjusted_model(run.model, method, run.data.counts, grid[best])
     report = evaluate(model, run.data.test, run.num_classes, config).report(
-        train_counts=run.data.counts, **_thresholds(config))
+        train_counts=run.data.counts, **shot_thresholds(config, run.data.counts))
     report["posthoc"] = {
         "method": method,
         "tau": grid[best],
@@ -396,7 +413,8 @@ def _check_world_size(saved: Any, world: int) -> None:
 
 
 def _progress_bar(total: int, verbose: int, description: str) -> Any:
-    if verbose < 2:
+    # Only on a terminal: in a log file tqdm's \r frames pile up (138 KB for the demo's log); the epoch lines say it all.
+    if verbose < 2 or not sys.stderr.isatty():
         return None
     try:
         from tqdm.auto import tqdm
@@ -469,8 +487,12 @@ def _save(run: Run, progress: Progress, out: Path, report: dict[str, Any]) -> No
         "wall_seconds": progress.wall_seconds(),
         "world_size": distributed()[1],
         "parent": run.parent,
+        "data": run.data.description(),
+        "train_counts": run.data.counts.tolist(),
+        "posthoc": report.get("posthoc"),  # the tau validation chose: load_model applies it
     })
     write_json(out / RESULT, result_dict(run, progress, report, complete=progress.next_epoch == run.config.epochs))
+    write_text(out / HISTORY, history_csv(progress.history))
 
 
 def train(
@@ -507,6 +529,8 @@ def train(
         raise ValueError("resume and overwrite must not both be set (resume continues the run in out_dir, overwrite "
                          "replaces it); got resume=True, overwrite=True")
     out = check_output_folder(out_dir, "out_dir")
+    if config.tensorboard:
+        tensorboard_writer(None)  # only the check that TensorBoard is installed, before any work
     device = resolve_device(config.device)
     started_group = init_distributed(device)
     if device.type == "cuda":
@@ -530,11 +554,11 @@ def _train_locked(
     """:func:`train` once the folder is checked and locked (by rank 0)."""
     rank, world = distributed()
     if rank == 0:
-        for name in (CHECKPOINT, RESULT):  # temporaries of writes that a SIGKILL interrupted
+        for name in (CHECKPOINT, RESULT, HISTORY, CONFIG):  # temporaries of writes that a SIGKILL interrupted
             clean_stale_temporaries(out, name)
     if overwrite:
         if rank == 0:
-            for name in (CHECKPOINT, RESULT):
+            for name in (CHECKPOINT, RESULT, HISTORY, CONFIG):
                 (out / name).unlink(missing_ok=True)
     elif not resume:
         status = existing_run(out)
@@ -573,6 +597,8 @@ def _train_locked(
             _log(verbose, f"{out}: no checkpoint to resume; starting at epoch 1")
 
     run = build_run(config, data, device, load_parent=checkpoint is None)
+    if rank == 0:  # the resolved configuration beside the run, in the form --config reads
+        write_text(out / CONFIG, config.to_toml())
     if checkpoint is not None:
         run.load_state_dict(checkpoint)
         run.parent = checkpoint.get("parent")
@@ -581,16 +607,25 @@ def _train_locked(
             _log(verbose, f"resuming {out} at epoch {progress.next_epoch + 1}/{config.epochs}")
 
     report: dict[str, Any] = {}
-    for epoch in range(progress.next_epoch, config.epochs):
-        try:
-            report = _run_epoch(run, epoch, progress, verbose)
-        except TrainingDiverged as exc:
-            exc.result = result_dict(run, progress, {}, complete=False, diverged=exc)
+    board = tensorboard_writer(out) if config.tensorboard and rank == 0 else None
+    try:
+        for epoch in range(progress.next_epoch, config.epochs):
+            try:
+                report = _run_epoch(run, epoch, progress, verbose)
+            except TrainingDiverged as exc:
+                exc.result = result_dict(run, progress, {}, complete=False, diverged=exc)
+                if rank == 0:
+                    write_json(out / RESULT, exc.result)
+                    write_text(out / HISTORY, history_csv(progress.history))
+                raise
             if rank == 0:
-                write_json(out / RESULT, exc.result)
-            raise
-        if rank == 0:
-            _save(run, progress, out, report)
+                _save(run, progress, out, report)
+                if board is not None:
+                    for tag, value in history_scalars(progress.history[-1]).items():
+                        board.add_scalar(tag, value, epoch + 1)
+    finally:
+        if board is not None:
+            board.close()
     if not report:
         # A finished checkpoint whose result.json was missing, damaged or behind it: the test report needs the
         # model, which the checkpoint holds.
@@ -620,6 +655,7 @@ def result_dict(
         "config": run.config.to_dict(),
         "parent": run.parent,
         "classes": list(run.data.classes),
+        "normalization": {"mean": list(run.data.mean), "std": list(run.data.std)},
         "train_counts": run.data.counts.tolist(),
         "val_counts": run.data.val_counts.tolist(),
         "history": progress.history,
@@ -651,6 +687,7 @@ __all__ = [
     "parameter_groups",
     "resolve_device",
     "result_dict",
+    "shot_thresholds",
     "test_report",
     "train",
     "train_one_epoch",

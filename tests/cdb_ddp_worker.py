@@ -2,9 +2,9 @@
 
 Usage: ``python cdb_ddp_worker.py RANK WORLD_SIZE OUTPUT`` with MASTER_ADDR=127.0.0.1 and
 MASTER_PORT in the environment. Each rank sees its own class mix (``rank_batches``), accumulates a
-ClassDifficulty, a TrainingDifficultyEMA and a ConfusionMeter with top-k hits, reduces them over the
-group, updates CDBLoss modules from them and saves the results for the parent to compare; it also
-sums a non-contiguous tensor with ``all_reduce_sum``.
+ClassDifficulty, a TrainingDifficultyEMA and a ConfusionMeter with top-k hits and confidence sums,
+reduces them over the group, updates CDBLoss modules from them and saves the results for the parent
+to compare; it also sums a non-contiguous tensor with ``all_reduce_sum``.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def main(rank: int, world_size: int, output: str) -> None:
     try:
         difficulty = ClassDifficulty(NUM_CLASSES, ignore_index=IGNORE_INDEX)
         ema = TrainingDifficultyEMA(NUM_CLASSES, momentum=EMA_MOMENTUM, ignore_index=IGNORE_INDEX)
-        meter = ConfusionMeter(NUM_CLASSES, top_k=TOP_K, ignore_index=IGNORE_INDEX)
+        meter = ConfusionMeter(NUM_CLASSES, top_k=TOP_K, ignore_index=IGNORE_INDEX, confidence=True)
         for logits, y in rank_batches(rank):
             difficulty.update(logits, y)
             ema.update(logits, y)

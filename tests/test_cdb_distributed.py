@@ -83,7 +83,7 @@ def test_two_processes_end_with_the_weights_of_the_pooled_data(tmp_path):
     per_rank = [rank_batches(rank) for rank in range(WORLD_SIZE)]
     pooled = ClassDifficulty(NUM_CLASSES, ignore_index=IGNORE_INDEX)
     ema = TrainingDifficultyEMA(NUM_CLASSES, momentum=EMA_MOMENTUM, ignore_index=IGNORE_INDEX)
-    meter = ConfusionMeter(NUM_CLASSES, top_k=TOP_K, ignore_index=IGNORE_INDEX)
+    meter = ConfusionMeter(NUM_CLASSES, top_k=TOP_K, ignore_index=IGNORE_INDEX, confidence=True)
     for step in zip(*per_rank):  # the EMA of the pooled data discounts once per step
         logits = torch.cat([logits for logits, _ in step])
         y = torch.cat([y for _, y in step])
@@ -101,12 +101,13 @@ def test_two_processes_end_with_the_weights_of_the_pooled_data(tmp_path):
     assert torch.isnan(local[0][2]) and torch.isnan(local[1][3])  # a class seen by one rank only
     assert torch.isnan(pooled.accuracy()[4])  # seen by none: keeps its weight 1
 
-    # The meter's matrix and top-k hits travel in one collective; the ignored samples count nowhere.
+    # The meter's matrix, top-k hits and confidence sums travel in one collective; the ignored samples count nowhere.
     assert meter.num_samples == sum(int((y != IGNORE_INDEX).sum()) for batches in per_rank for _, y in batches)
     assert int(meter.top_k_hits[0]) == int(meter.correct.sum()) < int(meter.top_k_hits[1]) < meter.num_samples
     for rank, result in enumerate(results):
         assert torch.equal(result["meter"]["confusion"], meter.confusion), rank
         assert torch.equal(result["meter"]["top_k_hits"], meter.top_k_hits), rank
+        assert torch.equal(result["meter"]["confidence_units"], meter.confidence_units), rank  # integers: exact
         assert torch.equal(result["matrix"], rank_matrix(0) + rank_matrix(1)), rank
         assert torch.equal(result["correct"], pooled.correct), rank
         assert torch.equal(result["total"], pooled.total), rank

@@ -26,6 +26,7 @@ from longtail import (
     LDAMLoss,
     LogitAdjustedLoss,
     SigmoidFocalLoss,
+    StableCDBLoss,
 )
 from longtail.losses import WeightedLoss
 from longtail.train import LOSSES, TrainConfig, build_loss
@@ -37,6 +38,13 @@ COUNTS = [400, 90, 20, 5]
 def _cdb(loss: str, gamma: float) -> CDBLoss:
     criterion = CDBLoss(C, tau=1.5, loss=loss, gamma=gamma)
     criterion.update_weights([0.9, 0.6, 0.3, 0.5])  # non-trivial weights
+    return criterion
+
+
+def _stable_cdb() -> StableCDBLoss:
+    criterion = StableCDBLoss(C, tau=1.5, loss="softmax_focal", gamma=1.0, momentum=0.5, max_ratio=4.0)
+    criterion.update_weights([0.9, 0.6, 0.3, 0.5])  # damped, bounded, non-trivial weights
+    criterion.update_weights([1.0, 0.2, 0.6, 0.5])
     return criterion
 
 
@@ -60,6 +68,7 @@ CASES = [
     Case("sigmoid_focal_gamma_half", lambda: SigmoidFocalLoss(gamma=0.5, weight=[1.0, 2.0, 0.5, 1.0])),
     Case("cdb", lambda: _cdb("softmax", 0.0)),
     Case("cdb_focal", lambda: _cdb("softmax_focal", 2.0)),
+    Case("cdb_stable_focal", _stable_cdb),
     Case("ldam", lambda: LDAMLoss(COUNTS, scale=10.0), soft=False),
     Case("balanced_softmax", lambda: BalancedSoftmaxLoss(COUNTS)),
     Case("logit_adjusted", lambda: LogitAdjustedLoss(COUNTS, tau=0.5)),

@@ -130,7 +130,9 @@ def test_help_lists_every_loss_with_the_fields_it_reads(capsys):
         main(["train", "--help"])
     text = capsys.readouterr().out
     for name, spec in LOSSES.items():
-        line = next(line for line in text.splitlines() if line.strip().startswith(name + " "))
+        # The loss's line in the list of losses (not a wrapped line of --loss's choices that starts with its name).
+        line = next(line for line in text.splitlines()
+                    if line.strip().startswith(name + " ") and spec.summary.split()[0] in line)
         for field in spec.reads:
             assert field in line, (name, line)
     assert "--cdb-tau" in text and "--la-tau" in text and "--tau " not in text

@@ -1,6 +1,7 @@
 """effective_number and class_balanced_weights against hand-computed values and the paper's limits."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -8,7 +9,16 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from longtail import class_balanced_weights, effective_number
+import longtail
+from longtail import (
+    BetaRangeWarning,
+    ClassBalancedLoss,
+    beta_range,
+    beta_regime,
+    class_balanced_weights,
+    effective_number,
+)
+from longtail.cli import main
 
 
 def test_effective_number_hand_computed():
@@ -54,6 +64,7 @@ def test_beta_zero_gives_ones_and_beta_one_gives_inverse_frequency():
     assert class_balanced_weights(counts, 1.0, dtype=torch.float64).numpy() == pytest.approx(expected, rel=1e-14)
 
 
+@pytest.mark.filterwarnings("ignore::longtail.BetaRangeWarning")  # betas next to 1, on purpose
 def test_beta_near_one_is_stable_and_continuous():
     counts = [100000, 1000, 10]
     at_one = class_balanced_weights(counts, 1.0, dtype=torch.float64)
@@ -63,6 +74,7 @@ def test_beta_near_one_is_stable_and_continuous():
         assert w.numpy() == pytest.approx(at_one.numpy(), rel=max(eps * 1e5, 1e-9))
 
 
+@pytest.mark.filterwarnings("ignore::longtail.BetaRangeWarning")  # beta 1 - 1e-8, on purpose
 def test_naive_float32_form_fails_where_ours_does_not():
     # The naive 1 - beta**n in float32 rounds beta = 1 - 1e-8 to 1: weights become inf/NaN.
     beta32 = torch.tensor(1 - 1e-8, dtype=torch.float32)
@@ -72,12 +84,14 @@ def test_naive_float32_form_fails_where_ours_does_not():
     assert ours.tolist() == pytest.approx([2 * 10 / 11, 2 * 1 / 11], rel=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore::longtail.BetaRangeWarning")  # nearly inverse frequency, irrelevant here
 @pytest.mark.parametrize("make", [list, np.array, torch.tensor, lambda c: torch.tensor(c, dtype=torch.float32)])
 def test_counts_containers(make):
     expected = class_balanced_weights([30, 20, 10], 0.999)
     assert torch.equal(class_balanced_weights(make([30, 20, 10]), 0.999), expected)
 
 
+@pytest.mark.filterwarnings("ignore::longtail.BetaRangeWarning")  # nearly inverse frequency, irrelevant here
 def test_zero_counts_error_and_ignore():
     with pytest.raises(ValueError, match=r"got 0 for classes \[1\]"):
         class_balanced_weights([10, 0, 5], 0.99)
@@ -166,6 +180,7 @@ COUNT = st.one_of(
 )
 
 
+@pytest.mark.filterwarnings("ignore::longtail.BetaRangeWarning")  # any beta, on purpose
 @settings(max_examples=300, deadline=None)
 @given(counts=st.lists(COUNT, min_size=1, max_size=8), beta=st.floats(0.0, 1.0))
 def test_weights_are_finite_non_negative_and_sum_to_the_present_classes(counts, beta):
@@ -178,3 +193,130 @@ def test_weights_are_finite_non_negative_and_sum_to_the_present_classes(counts, 
     # Rarer classes never get less weight (1 / E(n) falls as n grows).
     order = sorted((c, float(w[i])) for i, c in enumerate(counts) if c > 0)
     assert all(a[1] >= b[1] * (1 - 1e-9) for a, b in zip(order, order[1:]))
+
+
+# --- BetaRangeWarning: nearly uniform / nearly inverse-frequency weights (beyond the paper) ----------------------
+
+CIFAR10_LT = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
+
+
+def _no_beta_warning():
+    """A context in which a BetaRangeWarning fails the test."""
+    context = warnings.catch_warnings()
+    context.__enter__()
+    warnings.simplefilter("error", BetaRangeWarning)
+    return context
+
+
+def test_large_counts_at_beta_0_9999_warn_nearly_uniform_with_the_range():
+    with pytest.warns(BetaRangeWarning) as record:
+        w = class_balanced_weights([1e7, 2e6, 5e4], 0.9999, dtype=torch.float64)
+    assert len(record) == 1  # once per call
+    assert w.tolist() == pytest.approx([0.998, 0.998, 1.005], abs=1e-3)  # the measured example: all about 1
+    message = str(record[0].message)
+    assert "nearly uniform at beta=0.9999" in message and "largest / smallest weight 1.007 < 1.1" in message
+    assert "beta in [1 - 1/50000, 1 - 1/10000000] = [0.99998, 0.9999999]" in message
+    assert record[0].filename == __file__  # attributed to the caller
+    assert issubclass(BetaRangeWarning, UserWarning) and longtail.BetaRangeWarning is BetaRangeWarning
+
+
+def test_cifar10_lt_at_the_papers_betas_does_not_warn_but_beta_0_9_does():
+    context = _no_beta_warning()
+    try:
+        for beta in (0.99, 0.999, 0.9999):  # 0.9999 is outside [0.98, 0.9998] yet still interpolates (ratio 79)
+            class_balanced_weights(CIFAR10_LT, beta)
+            ClassBalancedLoss(CIFAR10_LT, beta=beta)
+    finally:
+        context.__exit__(None, None, None)
+    assert beta_regime(CIFAR10_LT, 0.9999) == "interpolating"
+    with pytest.warns(BetaRangeWarning, match=r"nearly uniform at beta=0.9 .*\[0.98, 0.9998\]"):
+        class_balanced_weights(CIFAR10_LT, 0.9)
+
+
+def test_small_counts_at_a_large_beta_warn_nearly_inverse_frequency():
+    counts = [60, 40, 30, 20, 15, 11, 9, 8, 7, 6]
+    with pytest.warns(BetaRangeWarning, match=r"nearly inverse frequency at beta=0.9999 \(every weight within 0.24% "
+                      r"of the inverse-frequency weights; pass beta=1 .*\[1 - 1/6, 1 - 1/60\] = \[0.833, 0.983\]"):
+        class_balanced_weights(counts, 0.9999)
+    assert beta_regime(counts, 0.9999) == "nearly_inverse_frequency"
+    assert beta_regime(counts, 0.9) == "interpolating"
+
+
+def test_deliberate_ends_single_classes_and_balanced_counts_do_not_warn():
+    context = _no_beta_warning()
+    try:
+        for counts in ([1e7, 2e6, 5e4], [5, 10, 0], CIFAR10_LT):
+            for beta in (0.0, 1.0):
+                class_balanced_weights(counts, beta, zero_counts="ignore")
+                ClassBalancedLoss(counts, beta=beta, zero_counts="ignore")
+        class_balanced_weights([1000], 0.5)  # one class
+        class_balanced_weights([1000, 0], 0.5, zero_counts="ignore")  # one present class
+        class_balanced_weights([1000, 1050, 1020], 0.9)  # within 1.1 of each other: every beta is about uniform
+        class_balanced_weights([1000, 1050, 1020], 0.99999)
+    finally:
+        context.__exit__(None, None, None)
+    assert beta_regime([1000, 1050], 0.9) == "balanced" and beta_regime([7], 0.9) == "balanced"
+    assert beta_regime([5, 1], 0.0) == "uniform" and beta_regime([5, 1], 1.0) == "inverse_frequency"
+
+
+def test_class_balanced_loss_warns_once_at_construction_from_the_callers_line():
+    with pytest.warns(BetaRangeWarning, match="nearly uniform at beta=0.9999") as record:
+        criterion = ClassBalancedLoss([1e7, 2e6, 5e4], beta=0.9999, loss="focal", gamma=1.0)
+    assert len(record) == 1 and record[0].filename == __file__
+    assert criterion.weight.tolist() == pytest.approx([0.998, 0.998, 1.005], abs=1e-3)
+    with pytest.raises(ValueError, match="loss must be one of"):  # a refused call raises and does not warn first
+        context = _no_beta_warning()
+        try:
+            ClassBalancedLoss([1e7, 2e6, 5e4], beta=0.9999, loss="nope")
+        finally:
+            context.__exit__(None, None, None)
+
+
+def test_the_warning_is_silenced_by_the_standard_filters():
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        warnings.filterwarnings("ignore", category=BetaRangeWarning)
+        class_balanced_weights([1e7, 2e6, 5e4], 0.9999)
+        ClassBalancedLoss([1e7, 2e6, 5e4], beta=0.9999)
+    assert record == []
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        warnings.filterwarnings("ignore", message="class-balanced weights are nearly")
+        class_balanced_weights([1e7, 2e6, 5e4], 0.9999)
+    assert record == []
+
+
+def test_the_warning_leaves_the_weights_bit_for_bit():
+    n = torch.tensor([1e7, 2e6, 5e4], dtype=torch.float64)
+    raw = (1.0 - 0.9999) / -torch.expm1(n * torch.log1p(torch.tensor(0.9999 - 1.0, dtype=torch.float64)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BetaRangeWarning)
+        got = class_balanced_weights(n, 0.9999, dtype=torch.float64)
+        loss_weight = ClassBalancedLoss(n, beta=0.9999).weight
+    assert torch.equal(got, raw * (torch.tensor(3) / raw.sum()))
+    assert torch.equal(loss_weight, got.float())
+
+
+def test_beta_range():
+    assert beta_range([5000, 500, 50]) == (0.98, 0.9998)
+    assert beta_range([1, 10, 0]) == (0.0, 0.9)
+    assert beta_range([0.5, 4]) == (0.0, 0.75)
+    with pytest.raises(ValueError, match="at least one positive class"):
+        beta_range([0, 0])
+
+
+def test_weights_command_prints_the_range_for_each_beta_outside_it(capsys):
+    assert main(["weights", "--counts", "10000000,2000000,50000", "--beta", "0.99999,0.9999"]) == 0
+    captured = capsys.readouterr()
+    rows = [line.split() for line in captured.out.splitlines()[2:]]
+    assert [r[1] for r in rows] == ["1e+07", "2e+06", "50000"]  # the table is unchanged
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("longtail weights: beta 0.9999 is outside the range: ")
+    assert "nearly uniform" in lines[0] and "[0.99998, 0.9999999]" in lines[0]
+    # Inside the range, or deliberate (0, 1): no line.
+    assert main(["weights", "--counts", "500,50,5", "--beta", "0,0.99,1"]) == 0
+    assert capsys.readouterr().err == ""
+    assert main(["weights", "--counts", "5000,2997,1796,1077,645,387,232,139,83,50"]) == 0
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert [line.split()[3] for line in lines] == ["0.9", "0.9999"]
+    assert "nearly uniform" in lines[0] and "still interpolate (largest / smallest weight 78.89" in lines[1]

@@ -19,13 +19,15 @@ from .losses import (
     LDAMLoss,
     LogitAdjustedLoss,
     SigmoidFocalLoss,
+    StableCDBLoss,
 )
-from .weights import class_balanced_weights, effective_number
+from .weights import BetaRangeWarning, beta_range, beta_regime, class_balanced_weights, effective_number
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BalancedSoftmaxLoss",
+    "BetaRangeWarning",
     "CDBLoss",
     "ClassBalancedLoss",
     "ClassDifficulty",
@@ -34,10 +36,14 @@ __all__ = [
     "LDAMLoss",
     "LogitAdjustedLoss",
     "SigmoidFocalLoss",
+    "StableCDBLoss",
     "TrainingDifficultyEMA",
+    "TuneResult",
     "class_log_prior",
     "logit_adjust",
     "__version__",
+    "beta_range",
+    "beta_regime",
     "cdb_weights",
     "class_balanced_weights",
     "class_counts",
@@ -45,6 +51,7 @@ __all__ = [
     "effective_number",
     "functional",
     "init_prior_bias",
+    "tune_beta",
 ]
 
 # Submodules not imported above (longtail.data, .models, .train, .sklearn, ...) load on first attribute access
@@ -55,11 +62,13 @@ _SUBMODULES = (
     "checks",
     "cli",
     "cli_runs",
+    "cli_tune",
     "confusion",
     "counts",
     "data",
     "demo",
     "drw",
+    "effective",
     "functional",
     "integrations",
     "io",
@@ -69,8 +78,14 @@ _SUBMODULES = (
     "runs",
     "sklearn",
     "train",
+    "tune",
     "weights",
 )
+
+
+# Names loaded on first access from the submodule that defines them: tune_beta trains (longtail.train), which
+# imports this package, so importing it here would make an import cycle.
+_LAZY_NAMES = {"TuneResult": "tune", "tune_beta": "tune"}
 
 
 def __getattr__(name: str):
@@ -78,8 +93,12 @@ def __getattr__(name: str):
         import importlib
 
         return importlib.import_module(f"{__name__}.{name}")
+    if name in _LAZY_NAMES:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY_NAMES[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_SUBMODULES))
+    return sorted(set(globals()) | set(_SUBMODULES) | set(_LAZY_NAMES))

@@ -121,6 +121,16 @@ def check_tau(value: Any, *, name: str = "tau", allow_dynamic: bool = True, allo
     return number
 
 
+def check_max_ratio(max_ratio: Any, name: str = "max_ratio") -> float | None:
+    """A bound ``R >= 1`` on a weight vector's largest / smallest ratio, or None for no bound."""
+    return None if max_ratio is None else check_real(name, max_ratio, low=1.0)
+
+
+def check_momentum(momentum: Any, name: str = "momentum") -> float:
+    """An exponential-moving-average step in (0, 1] (1: take each new value in full)."""
+    return check_real(name, momentum, low=0.0, high=1.0, low_open=True)
+
+
 def check_beta(beta: Any) -> float:
     return check_real("beta", beta, low=0.0, high=1.0)
 

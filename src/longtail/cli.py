@@ -207,6 +207,9 @@ def build_parser(train_defaults: dict[str, Any] | None = None) -> argparse.Argum
     from .cli_runs import add_run_commands
 
     add_run_commands(commands)  # report, evaluate, predict
+    from .cli_tune import add_tune_command
+
+    add_tune_command(commands, _add_config_arguments, _config_from, train_defaults)  # tune-beta
     return parser
 
 
@@ -229,9 +232,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_weights(args: argparse.Namespace) -> int:
+    import warnings
+
     import torch
 
-    from .weights import class_balanced_weights, effective_number
+    from .weights import (
+        BetaRangeWarning,
+        beta_range,
+        beta_range_message,
+        beta_regime,
+        class_balanced_weights,
+        effective_number,
+    )
 
     if args.accuracy is not None:
         from .cdb import cdb_weights, dynamic_tau
@@ -258,8 +270,10 @@ def _cmd_weights(args: argparse.Namespace) -> int:
         raise CliError("beta must be one or more comma-separated numbers in [0, 1]; got an empty list")
     header = f"{'class':>5} {'count':>8}" + "".join(f" {'w(' + format(b, 'g') + ')':>11}" for b in args.beta)
     try:
-        table = [class_balanced_weights(counts, b, zero_counts=args.zero_counts, dtype=torch.float64)
-                 for b in args.beta]
+        with warnings.catch_warnings():  # said once per beta below, as a line of its own
+            warnings.simplefilter("ignore", BetaRangeWarning)
+            table = [class_balanced_weights(counts, b, zero_counts=args.zero_counts, dtype=torch.float64)
+                     for b in args.beta]
     except ValueError as exc:
         # The library's hint names its keyword argument; on the command line it is an option.
         raise CliError(str(exc).replace("pass zero_counts='ignore'", "pass --zero-counts ignore")) from None
@@ -269,6 +283,14 @@ def _cmd_weights(args: argparse.Namespace) -> int:
     for c in range(len(counts)):
         row = f"{c:>5} {counts[c].item():>8g}" + "".join(f" {w[c].item():>11.4f}" for w in table)
         print(row + f" {effective[c].item():>10.1f}")
+    # Beyond the paper: a line (on stderr, after the table) for each beta outside the range where the weights
+    # interpolate between uniform and inverse frequency; 0 and 1 are deliberate.
+    low, high = beta_range(counts)
+    for b in args.beta:
+        outside = 0.0 < b < 1.0 and not low <= b <= high
+        if outside and beta_regime(counts, b, zero_counts=args.zero_counts) != "balanced":
+            message = beta_range_message(counts, b, zero_counts=args.zero_counts)
+            sys.stderr.write(f"longtail weights: beta {b:g} is outside the range: {message}\n")
     return 0
 
 
@@ -314,6 +336,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .cli_runs import RUN_COMMANDS
 
     handlers.update(RUN_COMMANDS)
+    from .cli_tune import TUNE_COMMANDS
+
+    handlers.update(TUNE_COMMANDS)
     try:
         return handlers[args.command](args)
     except CliError as exc:

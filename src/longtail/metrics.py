@@ -57,6 +57,9 @@ from .checks import (
 )
 from .confusion import all_reduce_sum, confusion_counts, top_k_counts
 
+# ConfusionMeter(confidence=True) sums the true class's probability in int64 units of 2**-32 (fixed point).
+CONFIDENCE_SCALE = 2**32
+
 __all__ = [
     "ConfusionMeter",
     "accuracy",
@@ -442,6 +445,23 @@ def classification_report(
 # --------------------------------------------------------------------------------------------------------------
 
 
+def _confidence_units(scores: torch.Tensor, targets: torch.Tensor, num_classes: int, ignore_index: int) -> torch.Tensor:
+    """Per true class, the sum of ``softmax(scores)[target]`` of one batch in int64 units of ``2**-32``, ``(C,)`` on the
+    targets' device. ``scores`` and ``targets`` have passed :func:`longtail.confusion.confusion_counts`'s checks.
+    Ignored positions go to class 0 with 0 units: no boolean indexing, no host sync."""
+    t = targets.long()
+    s = scores.to(t.device)
+    if s.dtype not in (torch.float32, torch.float64):
+        s = s.float()  # half-precision and integer scores: the softmax in float32
+    valid = t != ignore_index
+    index = torch.where(valid, t, torch.zeros_like(t))
+    prob = s.softmax(dim=1).gather(1, index.unsqueeze(1)).squeeze(1)
+    # prob * 2**32 is exact (a power of two); from 2**24 (float32) or 2**53 (float64) on every value is an integer.
+    units = torch.where(valid, (prob * CONFIDENCE_SCALE).round().to(torch.int64), torch.zeros_like(t))
+    zeros = torch.zeros(num_classes, dtype=torch.int64, device=t.device)
+    return zeros.index_add_(0, index.reshape(-1), units.reshape(-1))
+
+
 class ConfusionMeter(nn.Module):
     """Accumulates a confusion matrix (and optional top-k hit counts) batch by batch.
 
@@ -458,12 +478,23 @@ class ConfusionMeter(nn.Module):
         meter.all_reduce()                           # a no-op without torch.distributed
         report = meter.report(train_counts=counts)   # the keys of metrics.classification_report
 
+    With ``confidence=True`` it also sums, per true class, the softmax probability the scores give
+    that class (the scores are taken as logits): the int64 buffer ``confidence_units`` ``(C,)`` in
+    fixed-point units of ``2**-32`` (each sample's probability, a float32 or float64 number, is
+    rounded to a multiple of ``2**-32``: an error below ``1.2e-10`` per sample). Integers keep the
+    sum exact and independent of the batch order and of the process split, travel in the same
+    collective as the counts, survive ``.to(dtype)`` and work on devices without float64 (MPS);
+    ``2**31`` samples of one class fit. :attr:`true_prob_sum` and :meth:`confidence` read it.
+    CDB's difficulty from confidence (:func:`longtail.cdb.estimated_accuracy`) uses it.
+
     Args:
         num_classes: ``C``.
         top_k: values of k to count top-k hits for (each in ``[1, C]``); then every
             :meth:`update` must pass scores.
         ignore_index: target value whose positions are not counted (in the matrix nor in the top-k
-            hits).
+            hits, nor in the confidence sums).
+        confidence: also sum the true class's softmax probability per class; then every
+            :meth:`update` must pass scores (logits).
 
     Shapes:
         :meth:`update` takes the inputs of :func:`longtail.confusion.confusion_counts`: dense
@@ -488,15 +519,23 @@ class ConfusionMeter(nn.Module):
 
     confusion: torch.Tensor
     top_k_hits: torch.Tensor
+    confidence_units: torch.Tensor
 
-    def __init__(self, num_classes: int, top_k: Sequence[int] = (), ignore_index: int = -100) -> None:
+    def __init__(
+        self, num_classes: int, top_k: Sequence[int] = (), ignore_index: int = -100, *, confidence: bool = False
+    ) -> None:
         super().__init__()
         self.num_classes = check_num_classes(num_classes)
         self.top_k = check_top_k(top_k, self.num_classes)
         self.ignore_index = check_ignore_index(ignore_index)
+        if not isinstance(confidence, bool):
+            raise TypeError(f"confidence must be True or False; got {type(confidence).__name__} {confidence!r}")
+        self.tracks_confidence = confidence
         self.register_buffer("confusion", torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64))
         if self.top_k:
             self.register_buffer("top_k_hits", torch.zeros(len(self.top_k), dtype=torch.int64))
+        if self.tracks_confidence:
+            self.register_buffer("confidence_units", torch.zeros(self.num_classes, dtype=torch.int64))
 
     @torch.no_grad()
     def update(self, preds: Any, targets: Any) -> None:
@@ -506,7 +545,7 @@ class ConfusionMeter(nn.Module):
         """
         p, t = as_tensor(preds, "preds"), as_tensor(targets, "targets")
         counts = confusion_counts(p, t, self.num_classes, self.ignore_index)
-        hits = None
+        hits = units = None
         if self.top_k:
             if p.dim() != t.dim() + 1:
                 raise ValueError(
@@ -514,9 +553,18 @@ class ConfusionMeter(nn.Module):
                     f"got predicted labels of shape {tuple(p.shape)}"
                 )
             hits = top_k_counts(p, t, self.top_k, self.ignore_index)
+        if self.tracks_confidence:
+            if p.dim() != t.dim() + 1:
+                raise ValueError(
+                    "preds must be scores (logits) of shape (N, C) or (N, C, d1, ...) for confidence=True; "
+                    f"got predicted labels of shape {tuple(p.shape)}"
+                )
+            units = _confidence_units(p, t, self.num_classes, self.ignore_index)
         self.confusion += counts.to(self.confusion.device)
         if hits is not None:
             self.top_k_hits += hits.to(self.top_k_hits.device)
+        if units is not None:
+            self.confidence_units += units.to(self.confidence_units.device)
 
     def forward(self, preds: Any, targets: Any) -> None:
         """Same as :meth:`update` (so the meter can be called like a metric)."""
@@ -527,6 +575,8 @@ class ConfusionMeter(nn.Module):
         self.confusion.zero_()
         if self.top_k:
             self.top_k_hits.zero_()
+        if self.tracks_confidence:
+            self.confidence_units.zero_()
 
     @torch.no_grad()
     def all_reduce(self: _Meter, group: Any = None) -> _Meter:
@@ -546,10 +596,15 @@ class ConfusionMeter(nn.Module):
         parts = [self.confusion.reshape(-1)]
         if self.top_k:
             parts.append(self.top_k_hits.to(self.confusion.device))
+        if self.tracks_confidence:
+            parts.append(self.confidence_units.to(self.confusion.device))
         summed = all_reduce_sum(torch.cat(parts), group)
         self.confusion.copy_(summed[: c * c].view(c, c))
+        k = len(self.top_k)
         if self.top_k:
-            self.top_k_hits.copy_(summed[c * c :])
+            self.top_k_hits.copy_(summed[c * c : c * c + k])
+        if self.tracks_confidence:
+            self.confidence_units.copy_(summed[c * c + k :])
         return self
 
     def compute(self) -> torch.Tensor:
@@ -566,9 +621,13 @@ class ConfusionMeter(nn.Module):
                 f"other must be a ConfusionMeter with num_classes={self.num_classes}, top_k={list(self.top_k)}; "
                 f"got num_classes={other.num_classes}, top_k={list(other.top_k)}"
             )
+        if self.tracks_confidence and not other.tracks_confidence:
+            raise ValueError("other must be a ConfusionMeter with confidence=True, as this one; got confidence=False")
         self.confusion += other.confusion.to(self.confusion.device)
         if self.top_k:
             self.top_k_hits += other.top_k_hits.to(self.top_k_hits.device)
+        if self.tracks_confidence:
+            self.confidence_units += other.confidence_units.to(self.confidence_units.device)
         return self
 
     @property
@@ -592,6 +651,19 @@ class ConfusionMeter(nn.Module):
         confusion = self.confusion.detach().cpu()
         # 0 / 0 gives NaN, the "no sample" marker, without a warning.
         return confusion.diagonal().to(torch.float64) / confusion.sum(dim=1).to(torch.float64)
+
+    @property
+    def true_prob_sum(self) -> torch.Tensor:
+        """Per true class, the sum of the softmax probability of the true class, ``(C,)`` float64 on
+        the CPU (only with ``confidence=True``)."""
+        if not self.tracks_confidence:
+            raise AttributeError("true_prob_sum needs a ConfusionMeter built with confidence=True")
+        return self.confidence_units.detach().cpu().to(torch.float64) / CONFIDENCE_SCALE
+
+    def confidence(self) -> torch.Tensor:
+        """Per-class mean probability of the true class, ``true_prob_sum / total``, ``(C,)`` float64
+        on the CPU; NaN for a class with no counted sample (only with ``confidence=True``)."""
+        return self.true_prob_sum / self.confusion.detach().cpu().sum(dim=1).to(torch.float64)
 
     def report(
         self,
@@ -617,4 +689,5 @@ class ConfusionMeter(nn.Module):
 
     def extra_repr(self) -> str:
         top_k = f", top_k={list(self.top_k)}" if self.top_k else ""
-        return f"num_classes={self.num_classes}{top_k}, ignore_index={self.ignore_index}"
+        confidence = ", confidence=True" if self.tracks_confidence else ""
+        return f"num_classes={self.num_classes}{top_k}, ignore_index={self.ignore_index}{confidence}"

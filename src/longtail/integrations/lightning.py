@@ -187,8 +187,11 @@ class CDBCallback(_Callback):  # type: ignore[misc, valid-type]
         if not num_classes:
             raise ValueError("the criterion must know its number of classes (criterion.num_classes); got None")
         ignore_index = getattr(criterion, "ignore_index", -100)
-        if self.meter is None or self.meter.num_classes != num_classes or self.meter.ignore_index != ignore_index:
-            self.meter = ConfusionMeter(num_classes, ignore_index=ignore_index)
+        # The stable CDB loss's difficulty="confidence" also needs the true class's probability per class.
+        confidence = getattr(criterion, "difficulty", None) == "confidence"
+        if (self.meter is None or self.meter.num_classes != num_classes or self.meter.ignore_index != ignore_index
+                or self.meter.tracks_confidence != confidence):
+            self.meter = ConfusionMeter(num_classes, ignore_index=ignore_index, confidence=confidence)
 
     def on_validation_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         self._counting = self._should_count(trainer)

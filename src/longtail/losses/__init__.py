@@ -1,7 +1,7 @@
 """``nn.Module`` losses; one loss family per file, every weighted one a :class:`WeightedLoss`."""
 
 from ._base import WeightedLoss
-from .cdb import CDBLoss
+from .cdb import CDBLoss, StableCDBLoss
 from .class_balanced import ClassBalancedLoss
 from .focal import FocalLoss, SigmoidFocalLoss
 from .ldam import LDAMLoss
@@ -15,5 +15,6 @@ __all__ = [
     "LDAMLoss",
     "LogitAdjustedLoss",
     "SigmoidFocalLoss",
+    "StableCDBLoss",
     "WeightedLoss",
 ]

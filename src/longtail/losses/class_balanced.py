@@ -20,7 +20,7 @@ from ..checks import (
 from ..counts import class_counts
 from ..functional._core import check_multilabel_weight
 from ..functional.class_balanced import LOSSES, class_balanced_loss
-from ..weights import class_balanced_weights
+from ..weights import _class_balanced_weights, _warn_beta_range
 from ._base import WeightedLoss, _in_dtype
 
 
@@ -36,7 +36,10 @@ class ClassBalancedLoss(WeightedLoss):
     Args:
         counts: per-class training counts ``(C,)``, over the whole training set.
         beta: in ``[0, 1]``; 0 is the unweighted loss, 1 inverse frequency. The paper's grid is
-            {0.9, 0.99, 0.999, 0.9999}.
+            {0.9, 0.99, 0.999, 0.9999}. Construction warns (:class:`longtail.BetaRangeWarning`, once; an
+            extension beyond the paper) when the weights come out nearly uniform or nearly inverse frequency
+            for these counts, naming the range of beta where they interpolate (:func:`longtail.beta_range`);
+            :func:`longtail.tune_beta` chooses beta on a validation split.
         loss: ``"softmax"``, ``"sigmoid"``, ``"focal"`` (sigmoid focal) or ``"softmax_focal"``.
         gamma: focal parameter ``>= 0`` for ``"focal"`` and ``"softmax_focal"``; must stay 0 with
             ``"softmax"`` and ``"sigmoid"``, which have no focal term (a non-zero value raises ValueError).
@@ -91,7 +94,9 @@ class ClassBalancedLoss(WeightedLoss):
         pos_weight: Any = None,
     ) -> None:
         beta = check_beta(beta)
-        super().__init__(weight=class_balanced_weights(counts, beta, zero_counts=zero_counts))
+        n = as_counts(counts)
+        weight = _class_balanced_weights(n, beta, normalize=True, zero_counts=zero_counts)
+        super().__init__(weight=weight.to(torch.float32))
         self.beta = beta
         self.loss = check_choice("loss", loss, LOSSES)
         # A focal parameter for a loss without a focal term would be ignored silently: refused instead.
@@ -104,6 +109,9 @@ class ClassBalancedLoss(WeightedLoss):
         self.register_buffer("counts", as_counts(counts))
         checked = as_pos_weight(pos_weight, self.num_classes)
         self.register_buffer("pos_weight", None if checked is None else _in_dtype(checked, torch.float32, "pos_weight", positive=True))
+        # Beyond the paper: a beta that makes the weights nearly uniform / inverse frequency warns, once (after
+        # every argument check, so a refused call does not warn first).
+        _warn_beta_range(n, beta, weight, stacklevel=2)
 
     @classmethod
     def from_labels(cls, labels: Any, num_classes: int, **kwargs: Any) -> ClassBalancedLoss:

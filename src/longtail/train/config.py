@@ -25,6 +25,7 @@ from ..checks import (
     check_seed,
     check_tau,
 )
+from ..cdb import DIFFICULTIES, STABLE_DIFFICULTY, STABLE_MAX_RATIO, STABLE_MOMENTUM, STABLE_PRIOR
 from ..data.registry import DATASETS
 from ..data.subsample import PROFILES
 from ..models import available_models
@@ -155,6 +156,19 @@ class TrainConfig:
                                   check=lambda name, value: check_tau(value, name=name))
     cdb_floor: float = option(0.0, "CDB minimum difficulty in [0, 1] (an extension beyond the paper; 0 is the paper)",
                               check=_UNIT)
+    cdb_prior: float = option(STABLE_PRIOR, "stable CDB (an extension beyond the paper): Beta(a, a) pseudo-count a >= 0 "
+                              "of each class's validation accuracy, A = (correct + a) / (n + 2a), so 25 images never "
+                              "give a difficulty of exactly 0 or 1 (1: Laplace, 0.5: Jeffreys, 0: the paper's ratio)",
+                              check=_real(low=0.0, finite=True))
+    cdb_difficulty: str = option(STABLE_DIFFICULTY, "stable CDB (an extension beyond the paper): measure a class by its "
+                                 "top-1 accuracy (the paper) or its confidence, the mean probability of its true class",
+                                 choices=lambda: DIFFICULTIES)
+    cdb_momentum: float = option(STABLE_MOMENTUM, "stable CDB (an extension beyond the paper): EMA step m in (0, 1] of "
+                                 "the weights, w <- (1 - m) w + m target, from the uniform start (1: the paper's "
+                                 "undamped weights)", check=_real(low=0.0, high=1.0, low_open=True))
+    cdb_max_ratio: float = option(STABLE_MAX_RATIO, "stable CDB (an extension beyond the paper): largest / smallest "
+                                  "weight at most this (>= 1; the small weights are raised, then all rescaled to sum "
+                                  "to C); a huge value such as 1e9 is no bound", check=_real(low=1.0, finite=True))
     la_tau: float = option(1.0, "logit-adjustment tau >= 0 (1 is balanced softmax)",
                            check=lambda name, value: check_tau(value, name=name, allow_dynamic=False, allow_zero=True))
     drw_epoch: int | None = option(None, "deferred re-weighting: class-balanced weights from this epoch on (0-based)",

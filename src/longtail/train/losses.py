@@ -27,6 +27,7 @@ from ..losses import (
     FocalLoss,
     LDAMLoss,
     LogitAdjustedLoss,
+    StableCDBLoss,
 )
 
 HEADS = ("linear", "cosine")
@@ -97,6 +98,19 @@ def _cdb_after_validation(criterion: nn.Module, meter: ConfusionMeter) -> dict[s
     }
 
 
+def _stable_cdb_after_validation(criterion: nn.Module, meter: ConfusionMeter) -> dict[str, Any]:
+    """Stable CDB (an extension beyond the paper): the keys of CDB's history, plus the accuracies the weights were
+    computed from (``cdb_class_accuracy``: posterior means or confidences) and the target before damping."""
+    weights = criterion.update_from(meter)
+    return {
+        "val_class_accuracy": [nan_to_none(v) for v in meter.accuracy().tolist()],  # top-1, as for every CDB loss
+        "cdb_class_accuracy": [nan_to_none(v) for v in criterion.last_accuracy.tolist()],
+        "cdb_target_weights": criterion.target_weight.tolist(),
+        "cdb_weights": weights.tolist(),
+        "cdb_tau": float(criterion.last_tau),
+    }
+
+
 def _cb(loss: str) -> Callable[..., nn.Module]:
     return lambda counts, beta, reduction, gamma=0.0: ClassBalancedLoss(
         counts, beta=beta, loss=loss, gamma=gamma, reduction=reduction
@@ -114,8 +128,19 @@ def _cdb(loss: str) -> Callable[..., nn.Module]:
     )
 
 
+def _stable_cdb(loss: str) -> Callable[..., nn.Module]:
+    def build(counts: torch.Tensor, cdb_tau: Any, cdb_floor: float, cdb_prior: float, cdb_difficulty: str,
+              cdb_momentum: float, cdb_max_ratio: float, reduction: str, gamma: float = 0.0) -> nn.Module:
+        return StableCDBLoss(len(counts), tau=cdb_tau, loss=loss, gamma=gamma, floor=cdb_floor, reduction=reduction,
+                             prior=cdb_prior, difficulty=cdb_difficulty, momentum=cdb_momentum, max_ratio=cdb_max_ratio)
+
+    return build
+
+
 _CLASS_BALANCED = dict(deferred_reweighting=False)
 _CDB = dict(needs_validation=True, deferred_reweighting=False, after_validation=_cdb_after_validation)
+_STABLE_CDB = dict(needs_validation=True, deferred_reweighting=False, after_validation=_stable_cdb_after_validation)
+_STABLE_READS = ("cdb_tau", "cdb_floor", "cdb_prior", "cdb_difficulty", "cdb_momentum", "cdb_max_ratio", "reduction")
 
 # name -> spec. Order is the order of `longtail train --help`.
 LOSSES: dict[str, LossSpec] = {
@@ -136,6 +161,10 @@ LOSSES: dict[str, LossSpec] = {
                     **_CDB),
     "cdb_focal": LossSpec("class-wise difficulty-balanced softmax focal", _cdb("softmax_focal"),
                           reads=("cdb_tau", "cdb_floor", "gamma", "reduction"), **_CDB),
+    "cdb_stable": LossSpec("CDB CE with stable weights (an extension beyond the paper: posterior accuracy, damped "
+                           "and ratio-bounded weights)", _stable_cdb("softmax"), reads=_STABLE_READS, **_STABLE_CDB),
+    "cdb_stable_focal": LossSpec("CDB softmax focal with stable weights (an extension beyond the paper)",
+                                 _stable_cdb("softmax_focal"), reads=(*_STABLE_READS, "gamma"), **_STABLE_CDB),
     # The official LDAM-DRW code normalises by the sum of the weights (F.cross_entropy(weight=...)).
     "ldam": LossSpec("LDAM margin loss; add drw_epoch for LDAM-DRW",
                      lambda counts, max_margin, scale: LDAMLoss(counts, max_margin=max_margin, scale=scale,

@@ -296,7 +296,8 @@ def evaluate(model: nn.Module, data: DeviceSplit, num_classes: int, config: Trai
     """Confusion counts of the model on ``data`` (each process a shard, then summed over processes)."""
     model.eval()
     rank, world = distributed()
-    meter = ConfusionMeter(num_classes).to(data.labels.device)
+    # confidence: the true class's probability per class too, for the losses that weight by it (stable CDB).
+    meter = ConfusionMeter(num_classes, confidence=True).to(data.labels.device)
     indices = torch.arange(rank, len(data), world, device=data.labels.device)
     for start in range(0, len(indices), config.eval_batch_size):
         chunk = indices[start : start + config.eval_batch_size]

@@ -70,6 +70,9 @@ def cells() -> list[Cell]:
         Cell("cdb_tau0.5", "cdb", dict(loss="cdb", cdb_tau=0.5)),
         # Not in the paper: a minimum difficulty keeps classes that reach 100% validation accuracy in the loss.
         Cell("cdb_tau1.5_floor0.1", "cdb_extension", dict(loss="cdb", cdb_tau=1.5, cdb_floor=0.1)),
+        # Not in the paper: the stable CDB (posterior/confidence difficulty, EMA damping, bounded ratio), its defaults
+        # chosen on validation (docs/cdb_stable.md).
+        Cell("cdb_stable", "cdb_extension", dict(loss="cdb_stable")),
         Cell("ldam_drw", "peer", dict(loss="ldam", drw_epoch=4)),
         Cell("balanced_softmax", "peer", dict(loss="balanced_softmax")),
         Cell("logit_adjusted_t1.5", "peer", dict(loss="logit_adjusted", la_tau=1.5)),

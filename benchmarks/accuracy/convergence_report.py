@@ -22,7 +22,7 @@ from matrix import convergence_cells  # noqa: E402
 from report import _metric, fmt, load, mean_std, paired_difference  # noqa: E402
 
 RHO = 100.0
-EPOCHS = (5, 10, 20, 40, 80)
+EPOCHS = (5, 10, 20, 40, 80, 160)
 WIDTHS = (8, 16, 32)
 LOSSES = {"ce": "CE", "cb_softmax": "CB softmax (beta 0.9999)"}
 

@@ -114,7 +114,7 @@ def convergence_cells() -> list[Cell]:
     bfloat16 against float32 (paired), and the two reductions of the CB softmax."""
     grid = []
     for loss in ("ce", "cb_softmax"):
-        for width, epochs in [(16, 5), (16, 10), (16, 20), (16, 40), (8, 20), (32, 20), (16, 80), (32, 40)]:
+        for width, epochs in [(16, 5), (16, 10), (16, 20), (16, 40), (8, 20), (32, 20), (16, 80), (32, 40), (16, 160)]:
             grid.append(Cell(f"{loss}_w{width}_e{epochs}", loss,
                              dict(loss=loss, width=width, epochs=epochs, eval_every=epochs, amp="auto")))
         grid.append(Cell(f"{loss}_w16_e20_fp32", loss, dict(loss=loss, width=16, epochs=20, eval_every=20, amp="off")))

@@ -292,12 +292,14 @@ def train_one_epoch(run: Run, epoch: int, progress: Any = None) -> float:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: DeviceSplit, num_classes: int, config: TrainConfig) -> ConfusionMeter:
-    """Confusion counts of the model on ``data`` (each process a shard, then summed over processes)."""
+def evaluate(
+    model: nn.Module, data: DeviceSplit, num_classes: int, config: TrainConfig, *, confidence: bool = False
+) -> ConfusionMeter:
+    """Confusion counts of the model on ``data`` (each process a shard, then summed over processes); with
+    ``confidence``, also each class's summed true-class probability (for a loss that weights by it)."""
     model.eval()
     rank, world = distributed()
-    # confidence: the true class's probability per class too, for the losses that weight by it (stable CDB).
-    meter = ConfusionMeter(num_classes, confidence=True).to(data.labels.device)
+    meter = ConfusionMeter(num_classes, confidence=confidence).to(data.labels.device)
     indices = torch.arange(rank, len(data), world, device=data.labels.device)
     for start in range(0, len(indices), config.eval_batch_size):
         chunk = indices[start : start + config.eval_batch_size]
@@ -327,7 +329,9 @@ def validate(run: Run) -> dict[str, Any]:
     test set), then the loss's ``after_validation`` hook; ``{}`` without a validation split."""
     if run.data.val is None:
         return {}
-    meter = evaluate(run.eager, run.data.val, run.num_classes, run.config)
+    # Only the losses that read it (stable CDB with difficulty="confidence") pay for the true-class probabilities.
+    needs_confidence = getattr(run.criterion, "difficulty", None) == "confidence"
+    meter = evaluate(run.eager, run.data.val, run.num_classes, run.config, confidence=needs_confidence)
     entry: dict[str, Any] = {"val": _summary(meter.report(**shot_thresholds(run.config, run.data.counts)))}
     if run.spec.after_validation is not None:
         entry.update(run.spec.after_validation(run.criterion, meter))

@@ -2,6 +2,7 @@
 per-class betas and weights by hand."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -159,3 +160,55 @@ def test_bad_arguments():
     assert per_class_weights([3, 0], [0.5, 0.5], zero_counts="ignore").tolist() == [1.0, 0.0]
     with pytest.raises(ValueError, match=r"points must be finite; got NaN or inf"):
         covering_number(np.array([[0.0, np.nan]]), 1.0)
+
+
+# Per-class betas in the loss and the trainer (an extension beyond the paper).
+def test_class_balanced_loss_takes_per_class_betas():
+    from longtail import ClassBalancedLoss
+    from longtail.functional import class_balanced_loss
+
+    counts, betas = [100, 10, 1], [0.99, 0.9, 0.0]
+    criterion = ClassBalancedLoss(counts, beta=betas)
+    assert criterion.beta == (0.99, 0.9, 0.0)
+    torch.testing.assert_close(criterion.weight, torch.tensor([0.0405, 0.3939, 2.5656]), atol=1e-4, rtol=0)
+    torch.testing.assert_close(criterion.weight, per_class_weights(counts, betas))
+    logits, target = torch.tensor([[2.0, 0.5, -1.0], [0.0, 1.0, 0.0]]), torch.tensor([2, 0])
+    torch.testing.assert_close(criterion(logits, target), class_balanced_loss(logits, target, criterion.weight))
+    # a tensor of betas, and one beta repeated, give the scalar form's weights
+    torch.testing.assert_close(ClassBalancedLoss(counts, beta=torch.tensor(betas)).weight, criterion.weight)
+    torch.testing.assert_close(ClassBalancedLoss(counts, beta=[0.9] * 3).weight, ClassBalancedLoss(counts, 0.9).weight)
+    # The beta-range warning is about one beta for every class: per-class betas (chosen per class) do not warn.
+    large = [1e7, 2e6, 5e4]
+    with pytest.warns(UserWarning, match="nearly uniform"):
+        ClassBalancedLoss(large, beta=0.9999)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ClassBalancedLoss(large, beta=[0.9999] * 3)
+    with pytest.raises(ValueError, match=r"betas must have shape \(3,\), one per class; got \(2,\)"):
+        ClassBalancedLoss(counts, beta=[0.9, 0.9])
+    with pytest.raises(ValueError, match=r"betas must be in \[0, 1\] for every class"):
+        ClassBalancedLoss(counts, beta=[0.9, 1.5, 0.9])
+
+
+def test_trainer_class_betas_field_and_flag():
+    from longtail.cli import _default_out, build_parser
+    from longtail.train import TrainConfig
+    from longtail.train.losses import build_loss
+
+    counts = torch.tensor([100.0, 10.0, 1.0])
+    config = TrainConfig(loss="cb_focal", gamma=1.0, class_betas=[0.99, 0.9, 0.0])
+    loss = build_loss(config, counts)
+    torch.testing.assert_close(loss.weight, per_class_weights(counts, [0.99, 0.9, 0.0]))
+    assert loss.gamma == 1.0
+    assert build_loss(TrainConfig(loss="cb_softmax", beta=0.9), counts).beta == 0.9  # unset: beta as before
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    assert "class_betas = [0.99, 0.9, 0.0]" in config.to_toml()
+    with pytest.raises(ValueError, match=r"class_betas\[1\] must be in \[0, 1\]; got 2"):
+        TrainConfig(loss="cb_softmax", class_betas=[0.5, 2])
+    with pytest.raises(TypeError, match=r"class_betas must be a non-empty list of per-class betas; got float 0.5"):
+        TrainConfig(loss="cb_softmax", class_betas=0.5)
+    args = build_parser().parse_args(["train", "--loss", "cb_softmax", "--class-betas", "0.99,0.9,0"])
+    assert args.class_betas == [0.99, 0.9, 0.0]
+    assert str(_default_out(TrainConfig(loss="cb_softmax", class_betas=[0.5, 0.5]))).startswith(
+        "runs/fashion_mnist-cb_softmax-beta0.9999-class_betas-reductionmean")
+    assert "class_betas" not in str(_default_out(TrainConfig(loss="cb_softmax")))

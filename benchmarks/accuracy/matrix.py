@@ -8,25 +8,28 @@ and the model's initialisation and data order.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from longtail.train.presets import PRESETS
 
-IMBALANCES = (10, 50, 100)
+IMBALANCES = (10, 50, 100, 200)
 SEEDS = (0, 1, 2)
 BETAS = (0.9, 0.99, 0.999, 0.9999)
+GAMMAS = (0.5, 1.0, 2.0)  # the class-balanced paper's focal grid
 
-# The fixed recipe: the `fmnist-lt` preset (a small CNN and a few epochs, so the whole matrix fits a
-# 2-core CPU machine) with the library's defaults for everything else (SGD + nesterov, wd 5e-4,
-# cosine after a 1-epoch warm-up, pad-and-crop + flip); the shot groups are scaled up for
-# Fashion-MNIST-LT, whose tail is larger than CIFAR's.
+# The fixed recipe: the `fmnist-lt` preset, the convergence study's plateau (docs/benchmarks/convergence.md: a
+# width-16 CNN for 80 epochs, bfloat16 autocast where the CPU has it), with the library's defaults for everything
+# else (SGD + nesterov, batch 128, wd 5e-4, cosine after a 1-epoch warm-up, pad-and-crop + flip); the shot groups
+# are scaled up for Fashion-MNIST-LT, whose tail is larger than CIFAR's. The test set is evaluated once, at the end.
+# The earlier, unconverged recipe (width 8, 5 epochs, float32) and its matrix are kept in
+# benchmarks/results/accuracy_w8_e5 and docs/benchmarks/w8_e5.
 RECIPE: dict[str, Any] = {
     **PRESETS["fmnist-lt"],
     "device": "cpu",
-    "amp": "off",  # the recipe these results were measured with (float32)
-    "eval_every": PRESETS["fmnist-lt"]["epochs"],  # the test set once, at the end
+    "eval_every": PRESETS["fmnist-lt"]["epochs"],
 }
 
 
@@ -35,7 +38,10 @@ class Cell:
     """One loss configuration of the matrix; ``name`` is its folder and its row in the report.
 
     ``parent`` names the cell whose finished run (same imbalance and seed) a later stage starts from
-    (``init_from``); the runner trains parents first.
+    (``init_from``); the runner trains parents first. ``kind`` is ``"train"`` (a run of the trainer) or
+    ``"tune_beta"`` (:func:`longtail.tune_beta` on the parent's finished CE run: refits only, its result in
+    ``tune_beta.json``). ``derive="class_betas"``: a run from scratch whose ``class_betas`` are the per-class betas
+    that its parent, a ``tune_beta`` cell, chose on validation (the parent is an input, not an ``init_from``).
     """
 
     name: str
@@ -43,37 +49,62 @@ class Cell:
     overrides: dict[str, Any] = field(default_factory=dict)
     beta: float | None = None
     parent: str | None = None
+    gamma: float | None = None
+    kind: str = "train"
+    derive: str | None = None
+
+    @property
+    def starts_from_parent(self) -> bool:
+        return self.parent is not None and self.kind == "train" and self.derive is None
 
 
 # A second stage (cRT, LWS, weight balancing's classifier stage) trains a quarter of the first stage's epochs, at
 # least 2 (Kang et al.: 10 after 90 on ImageNet-LT; the weight-balancing code: 10 after 320 on CIFAR).
 STAGE2_EPOCHS = max(2, RECIPE["epochs"] // 4)
+# LDAM-DRW re-weights from 80 % of the run on (Cao et al.: epoch 160 of 200).
+DRW_EPOCH = RECIPE["epochs"] * 4 // 5
 WB_WEIGHT_DECAYS = (2e-3, 5e-3, 1e-2)
+
+# The cells behind the issue "CDB that works on any data, and beta chosen from the data", in the order the
+# runner should train them when time is short (CE and the paper's class-balanced grid first).
+PAPER_CB_FAMILIES = (("cb_softmax", "cb_softmax", None), ("cb_sigmoid", "cb_sigmoid", None),
+                     ("cb_focal", "cb_focal", GAMMAS))
+
+
+def cb_cell(family: str, loss: str, beta: float, gamma: float | None, **extra: Any) -> Cell:
+    suffix = "" if gamma is None else f"_g{gamma:g}"
+    tag = "_wm" if extra.get("reduction") == "weighted_mean" else ""
+    # gamma only where the loss reads it (the softmax and sigmoid forms ignore the field).
+    focal = {} if gamma is None else {"gamma": gamma}
+    return Cell(f"{family}{tag}_b{beta:g}{suffix}", family if not tag else f"{family}{tag}",
+                dict(loss=loss, beta=beta, **focal, **extra), beta=beta, gamma=gamma)
 
 
 def cells() -> list[Cell]:
-    grid = [
-        Cell("ce", "baseline", dict(loss="ce")),
-        Cell("focal_g1", "baseline", dict(loss="focal", gamma=1.0)),
-    ]
-    for family, loss, gamma in [
-        ("cb_softmax", "cb_softmax", 0.0),
-        ("cb_sigmoid", "cb_sigmoid", 0.0),
-        ("cb_focal", "cb_focal", 1.0),
-        ("cb_softmax_focal", "cb_softmax_focal", 1.0),
-    ]:
+    grid = [Cell("ce", "baseline", dict(loss="ce"))]
+    grid += [Cell(f"focal_g{g:g}", "baseline", dict(loss="focal", gamma=g)) for g in GAMMAS]
+    # The class-balanced paper's grid: softmax and sigmoid over beta, (sigmoid) focal over beta x gamma ...
+    for family, loss, gammas in PAPER_CB_FAMILIES:
         for beta in BETAS:
-            grid.append(Cell(f"{family}_b{beta:g}", family, dict(loss=loss, beta=beta, gamma=gamma), beta=beta))
+            for gamma in gammas or (None,):
+                grid.append(cb_cell(family, loss, beta, gamma))
+    # ... the softmax focal form (the official code's fourth), and the softmax with PyTorch's reduction.
+    grid += [cb_cell("cb_softmax_focal", "cb_softmax_focal", beta, gamma) for beta in BETAS for gamma in GAMMAS]
+    grid += [cb_cell("cb_softmax", "cb_softmax", beta, None, reduction="weighted_mean") for beta in BETAS]
     grid += [
         Cell("cdb_tau1.5", "cdb", dict(loss="cdb", cdb_tau=1.5)),
         Cell("cdb_dynamic", "cdb", dict(loss="cdb", cdb_tau="dynamic")),
-        Cell("cdb_tau0.5", "cdb", dict(loss="cdb", cdb_tau=0.5)),
-        # Not in the paper: a minimum difficulty keeps classes that reach 100% validation accuracy in the loss.
-        Cell("cdb_tau1.5_floor0.1", "cdb_extension", dict(loss="cdb", cdb_tau=1.5, cdb_floor=0.1)),
         # Not in the paper: the stable CDB (posterior/confidence difficulty, EMA damping, bounded ratio), its defaults
         # chosen on validation (docs/cdb_stable.md).
         Cell("cdb_stable", "cdb_extension", dict(loss="cdb_stable")),
-        Cell("ldam_drw", "peer", dict(loss="ldam", drw_epoch=4)),
+        Cell("cdb_stable_focal", "cdb_extension", dict(loss="cdb_stable_focal", gamma=1.0)),
+        # Not in the paper: the paper's grid scored by classifier refits on the CE run's frozen features
+        # (longtail.tune_beta); its choice's full-training error is the grid cell of the same configuration. Then a
+        # full training with the per-class betas (covering numbers of the features) it found best on validation.
+        Cell("tune_beta", "tuned_beta", dict(loss="ce"), parent="ce", kind="tune_beta"),
+        Cell("cb_softmax_per_class_beta", "tuned_beta", dict(loss="cb_softmax"), parent="tune_beta",
+             derive="class_betas"),
+        Cell("ldam_drw", "peer", dict(loss="ldam", drw_epoch=DRW_EPOCH)),
         Cell("balanced_softmax", "peer", dict(loss="balanced_softmax")),
         Cell("logit_adjusted_t1.5", "peer", dict(loss="logit_adjusted", la_tau=1.5)),
         # LDAM's cosine head and scale without its margins: what LDAM-DRW owes to its head rather than its margin.
@@ -103,6 +134,13 @@ def cells() -> list[Cell]:
     return grid
 
 
+# The cells of the CDB/beta issue's acceptance (CE, every CDB form, the paper's class-balanced grid and the softmax
+# with PyTorch's reduction), trained first.
+def acceptance_cells() -> list[str]:
+    return [c.name for c in cells() if c.name == "ce" or c.family in ("cdb", "cdb_extension", "cb_softmax",
+                                                                        "cb_sigmoid", "cb_focal", "cb_softmax_wm")]
+
+
 # The official `mean` reduction scales the gradient by the batch's mean weight E[w_y] = sum n_c w_c / sum n_c:
 # 0.1718 for Fashion-MNIST-LT at imbalance 100 (25 validation images held out per class) with beta 0.9999,
 # so "mean, LR rescaled" trains with 0.05 / 0.1718 = 0.291 (computed with longtail.class_balanced_weights).
@@ -125,19 +163,65 @@ def convergence_cells() -> list[Cell]:
     return grid
 
 
-GRIDS = {"matrix": cells, "convergence": convergence_cells}
+# A screen for a cheaper route to the plateau (one seed): the 40-epoch CE run with twice the learning rate, at batch
+# 128 and 256. Neither reached the 80-epoch plateau (docs/benchmarks/convergence.md), and larger batches are not
+# faster per image on this CPU, so the preset kept batch 128, LR 0.05 and 80 epochs.
+RECIPE_SEARCH = [(128, 0.1), (256, 0.1)]
+
+
+def recipe_cells() -> list[Cell]:
+    grid = []
+    for batch, lr in RECIPE_SEARCH:
+        for epochs in (40,):
+            grid.append(Cell(f"ce_w16_e{epochs}_b{batch}_lr{lr:g}", "ce",
+                             dict(loss="ce", width=16, epochs=epochs, eval_every=epochs, amp="auto",
+                                  batch_size=batch, lr=lr)))
+    return grid
+
+
+# The newcomer's subset (one command, at most 5 minutes on 2 cores): CE, the class-balanced loss, the stable CDB and
+# a peer at imbalance 100, one seed, on the preset's recipe shortened to 20 epochs (a quarter of the plateau's; the
+# convergence study has the same cells' 20-epoch numbers over 3 seeds to compare with).
+QUICK_EPOCHS = 20
+QUICK = ("ce", "cb_softmax_wm_b0.9999", "cdb_stable", "balanced_softmax")
+
+
+def quick_cells() -> list[Cell]:
+    by_name = {c.name: c for c in cells()}
+    return [Cell(f"{name}_e{QUICK_EPOCHS}", by_name[name].family,
+                 {**by_name[name].overrides, "epochs": QUICK_EPOCHS, "eval_every": QUICK_EPOCHS},
+                 beta=by_name[name].beta) for name in QUICK]
+
+
+GRIDS = {"matrix": cells, "convergence": convergence_cells, "recipe": recipe_cells, "quick": quick_cells}
 
 
 def run_folder(out: str | Path, imbalance: float, name: str, seed: int) -> Path:
     return Path(out) / "runs" / f"rho{imbalance:g}" / name / f"seed{seed}"
 
 
+TUNE_FILE = "tune_beta.json"
+
+
+def chosen_class_betas(out: str | Path, imbalance: float, tune_cell: str, seed: int) -> list[float] | None:
+    """The per-class betas that the ``tune_beta`` cell's run chose on validation (the best radius), or None before
+    it has run."""
+    path = run_folder(out, imbalance, tune_cell, seed) / TUNE_FILE
+    if not path.exists():
+        return None
+    info = json.loads(path.read_text())["per_class_beta"]
+    return info["betas"][info["radii"].index(info["best_radius"])]
+
+
 def config_for(cell: Cell, imbalance: float, seed: int, out: str | Path | None = None) -> dict[str, Any]:
     """The cell's configuration; a later stage's ``init_from`` is its parent's folder under ``out``
-    (``None`` without ``out``: compare configurations without it, as the report does)."""
+    (``None`` without ``out``: compare configurations without it, as the report does); a derived cell's
+    ``class_betas`` come from its parent's ``tune_beta.json`` under ``out``."""
     config = {**RECIPE, **cell.overrides, "imbalance": float(imbalance), "seed": seed, "subset_seed": seed}
-    if cell.parent is not None:
+    if cell.starts_from_parent:
         config["init_from"] = str(run_folder(out, imbalance, cell.parent, seed)) if out is not None else None
+    if cell.derive == "class_betas":
+        config["class_betas"] = chosen_class_betas(out, imbalance, cell.parent, seed) if out is not None else None
     return config
 
 

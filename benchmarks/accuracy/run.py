@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from matrix import GRIDS, IMBALANCES, SEEDS, Cell, config_for, run_folder, same_recipe  # noqa: E402
+from matrix import GRIDS, IMBALANCES, SEEDS, TUNE_FILE, Cell, config_for, run_folder, same_recipe  # noqa: E402
 
 
 _DATA_CACHE: dict[tuple[float, int], Any] = {}
@@ -44,6 +44,8 @@ def _run_cell(job: tuple[float, int, Cell, str, bool]) -> tuple[str, float, int,
     imbalance, seed, cell, out, is_parent = job
     torch.set_num_threads(1)
     folder = run_folder(out, imbalance, cell.name, seed)
+    if cell.kind == "tune_beta":
+        return _tune_cell(imbalance, seed, cell, out, folder)
     result_file = folder / "result.json"
     config = TrainConfig(**config_for(cell, imbalance, seed, out))
     before = None
@@ -76,6 +78,45 @@ def _run_cell(job: tuple[float, int, Cell, str, bool]) -> tuple[str, float, int,
     return cell.name, imbalance, seed, seconds
 
 
+def _tune_cell(imbalance: float, seed: int, cell: Cell, out: str, folder: Path) -> tuple[str, float, int, float] | None:
+    """``longtail.tune_beta`` on the parent's finished CE run (copied into ``<folder>/ce``, which tune_beta reuses):
+    the CE run is not trained again, only the features, covering numbers and head refits are computed."""
+    import torch
+
+    from longtail import tune_beta
+    from longtail.train import TrainConfig
+
+    config = TrainConfig(**config_for(cell, imbalance, seed, out))
+    target = folder / TUNE_FILE
+    if target.exists():
+        saved = json.loads(target.read_text())
+        if TrainConfig.from_dict(saved["config"]).to_dict() == config.to_dict():
+            return None
+    parent = run_folder(out, imbalance, cell.parent, seed)
+    if not (parent / "checkpoint.pt").exists():
+        print(f"rho {imbalance:>5g}  seed {seed}  {cell.name:<24} FAILED: its parent {parent} has no checkpoint",
+              flush=True)
+        return None
+    ce = folder / "ce"
+    if ce.exists():
+        shutil.rmtree(ce)
+    ce.mkdir(parents=True)
+    for name in ("result.json", "checkpoint.pt"):
+        shutil.copy2(parent / name, ce / name)
+    start = time.perf_counter()
+    try:
+        result = tune_beta(config, out_dir=folder, overwrite=True)
+    except Exception as exc:  # one failed cell must not stop the matrix
+        print(f"rho {imbalance:>5g}  seed {seed}  {cell.name:<24} FAILED: {type(exc).__name__}: {exc}", flush=True)
+        return None
+    (ce / "checkpoint.pt").unlink()  # a copy of the parent's (checkpoints are not committed)
+    seconds = time.perf_counter() - start
+    print(f"rho {imbalance:>5g}  seed {seed}  {cell.name:<24} {seconds:6.1f}s  chose {result.chosen['label']}",
+          flush=True)
+    torch.set_num_threads(1)
+    return cell.name, imbalance, seed, seconds
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--grid", choices=sorted(GRIDS), default="matrix", help="which set of cells")
@@ -84,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="comma-separated cell names (default: all)")
     parser.add_argument("--imbalances", default=",".join(str(r) for r in IMBALANCES))
     parser.add_argument("--seeds", default=",".join(str(s) for s in SEEDS))
+    parser.add_argument("--in-order", action="store_true",
+                        help="train the --only cells in the order listed, every seed of one before the next (default: "
+                             "the longest runs first), so a matrix cut short has whole cells done")
     args = parser.parse_args(argv)
 
     grid = GRIDS[args.grid]()
@@ -101,7 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [(rho, seed, cell, str(args.out), cell.name in parents) for rho in sorted(imbalances, reverse=True)
             for seed in seeds for cell in grid]
     # Within an imbalance, the longest runs first (epochs x width), so no worker is left with a long one at the end.
-    jobs.sort(key=lambda job: (-job[0], -_cost(job[2])))
+    if args.in_order and args.only:
+        listed = {name: i for i, name in enumerate(args.only.split(","))}
+        jobs.sort(key=lambda job: (-job[0], listed[job[2].name], job[1]))
+    else:
+        jobs.sort(key=lambda job: (-job[0], -_cost(job[2])))
 
     # Later stages start from their parent's finished run: parents first, then their children (one wave each).
     names = {c.name for c in grid}
@@ -109,32 +157,64 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         parser.error(f"cells {sorted(c.name for c in grid if c.parent in missing)} start from {missing}: "
                      "add them to --only")
-    waves = [[job for job in jobs if job[2].parent is None], [job for job in jobs if job[2].parent is not None]]
+    by_name = {c.name: c for c in grid}
+
+    def depth(cell: Cell) -> int:
+        return 0 if cell.parent is None else 1 + depth(by_name[cell.parent])
+
+    waves = [[job for job in jobs if depth(job[2]) == d] for d in range(1 + max(depth(c) for c in grid))]
 
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    finished = []
-    with mp.get_context("spawn").Pool(args.workers) as pool:
-        for wave in waves:
-            finished += [row for row in pool.imap(_run_cell, wave, chunksize=1) if row is not None]
-    manifest_path = args.out / "manifest.json"
-    manifest: dict[str, Any] = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"sessions": []}
-    manifest["sessions"].append(
-        {
-            "command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
-            "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(start)),
-            "wall_seconds": time.time() - start,
-            "workers": args.workers,
-            "cells_trained": len(finished),
-            "cpu_seconds_of_runs": sum(row[3] for row in finished),
-            "machine": _machine(),
-        }
-    )
+    finished: list[tuple[str, float, int, float]] = []
+    # The session's manifest entry is rewritten (atomically) after every finished run, so a matrix stopped part-way
+    # (it may span sessions) still records what this invocation trained and for how long.
     from longtail.io import write_json
 
-    write_json(manifest_path, manifest)
+    manifest_path = args.out / "manifest.json"
+    manifest: dict[str, Any] = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"sessions": []}
+    session: dict[str, Any] = {
+        "command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(start)),
+        "workers": args.workers,
+        "machine": _machine(),
+    }
+    manifest["sessions"].append(session)
+
+    def record(done: bool) -> None:
+        session.update(wall_seconds=time.time() - start, cells_trained=len(finished),
+                       cpu_seconds_of_runs=sum(row[3] for row in finished), finished=done)
+        write_json(manifest_path, manifest)
+
+    record(False)
+    with mp.get_context("spawn").Pool(args.workers) as pool:
+        for wave in waves:
+            for row in pool.imap(_run_cell, wave, chunksize=1):
+                if row is not None:
+                    finished.append(row)
+                    record(False)
+    record(True)
     print(f"{len(finished)} runs in {time.time() - start:.0f}s; results under {args.out}/runs")
+    print(_summary(jobs, str(args.out)))
     return 0
+
+
+def _summary(jobs: list[tuple[float, int, Cell, str, bool]], out: str) -> str:
+    """Test and validation error of every finished run of this invocation's cells (trained now or before)."""
+    lines = [f"{'imbalance':>9}  {'seed':>4}  {'cell':<28} {'test error %':>12}  {'val error %':>11}"]
+    for rho, seed, cell, _, _ in sorted(jobs, key=lambda j: (-j[0], j[2].name, j[1])):
+        path = run_folder(out, rho, cell.name, seed) / "result.json"
+        if cell.kind != "train" or not path.exists():
+            continue
+        result = json.loads(path.read_text())
+        if result.get("status") != "complete":
+            continue
+        history = result["history"]
+        val = history[-1].get("val") if history else None
+        val_error = "-" if not val else f"{100 * (1 - val['accuracy']):.2f}"
+        lines.append(f"{rho:>9g}  {seed:>4}  {cell.name:<28} {100 * (1 - result['final']['accuracy']):>12.2f}  "
+                     f"{val_error:>11}")
+    return "\n".join(lines)
 
 
 def _cost(cell: Cell) -> float:

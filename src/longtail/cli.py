@@ -62,6 +62,8 @@ def _add_config_arguments(parser: argparse.ArgumentParser, defaults: dict[str, A
             continue
         if f.name == "milestones":
             kind = _int_list
+        elif f.name == "class_betas":
+            kind = _float_list
         elif kind not in (int, float, str):  # a union such as CDB's tau (number or "dynamic"): the field parses it
             kind = str
         # A field whose help says what its default means ("default: all it has") shows no "(default: None)" too.
@@ -86,8 +88,15 @@ def _default_out(config: Any) -> Path:
     -rho<imbalance>-seed<seed>``, the stage, sampler and post-hoc parts only where they are not the defaults."""
     from .train.losses import loss_spec
 
-    fields = "".join(f"-{name}{getattr(config, name):g}" if not isinstance(getattr(config, name), str)
-                     else f"-{name}{getattr(config, name)}" for name in loss_spec(config.loss).reads)
+    def part(name: str) -> str:
+        value = getattr(config, name)
+        if value is None:  # an unset optional field (class_betas): nothing
+            return ""
+        if isinstance(value, list):  # per-class values: named, not spelled out
+            return f"-{name}"
+        return f"-{name}{value}" if isinstance(value, str) else f"-{name}{value:g}"
+
+    fields = "".join(part(name) for name in loss_spec(config.loss).reads)
     from .train.stages import stage_spec
 
     stage = "" if config.stage == "joint" else f"-{config.stage}"

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..checks import (
     REDUCTIONS,
     as_counts,
+    as_real_vector,
     as_pos_weight,
     check_beta,
     check_choice,
@@ -24,6 +26,13 @@ from ..weights import _class_balanced_weights, _warn_beta_range
 from ._base import WeightedLoss, _in_dtype
 
 
+def _is_per_class(beta: Any) -> bool:
+    """Whether ``beta`` is a vector of per-class betas (a list, tuple, array or tensor with a dimension)."""
+    if isinstance(beta, torch.Tensor):
+        return beta.ndim > 0
+    return isinstance(beta, (list, tuple, np.ndarray)) and np.ndim(beta) > 0
+
+
 class ClassBalancedLoss(WeightedLoss):
     r"""Class-balanced loss of Cui et al. (CVPR 2019) for fixed training counts.
 
@@ -36,7 +45,11 @@ class ClassBalancedLoss(WeightedLoss):
     Args:
         counts: per-class training counts ``(C,)``, over the whole training set.
         beta: in ``[0, 1]``; 0 is the unweighted loss, 1 inverse frequency. The paper's grid is
-            {0.9, 0.99, 0.999, 0.9999}. Construction warns (:class:`longtail.BetaRangeWarning`, once; an
+            {0.9, 0.99, 0.999, 0.9999}. Or ``(C,)`` betas, one per class (**an extension beyond the paper**, which
+            defines ``beta = (N - 1) / N`` from a class's number of prototypes ``N`` but uses one beta for all):
+            ``w_c = (1 - beta_c) / (1 - beta_c ** n_c)`` (:func:`longtail.effective.per_class_weights`, e.g. from
+            :func:`longtail.tune_beta`'s per-class candidate); ``beta`` then holds them as a tuple. Construction with
+            one beta warns (:class:`longtail.BetaRangeWarning`, once; an
             extension beyond the paper) when the weights come out nearly uniform or nearly inverse frequency
             for these counts, naming the range of beta where they interpolate (:func:`longtail.beta_range`);
             :func:`longtail.tune_beta` chooses beta on a validation split.
@@ -93,11 +106,18 @@ class ClassBalancedLoss(WeightedLoss):
         label_smoothing: float = 0.0,
         pos_weight: Any = None,
     ) -> None:
-        beta = check_beta(beta)
         n = as_counts(counts)
-        weight = _class_balanced_weights(n, beta, normalize=True, zero_counts=zero_counts)
+        per_class = _is_per_class(beta)
+        if per_class:
+            from ..effective import per_class_weights
+
+            weight = per_class_weights(n, beta, normalize=True, zero_counts=zero_counts, dtype=torch.float64)
+            beta = tuple(float(b) for b in as_real_vector(beta, "beta").tolist())
+        else:
+            beta = check_beta(beta)
+            weight = _class_balanced_weights(n, beta, normalize=True, zero_counts=zero_counts)
         super().__init__(weight=weight.to(torch.float32))
-        self.beta = beta
+        self.beta: float | tuple[float, ...] = beta
         self.loss = check_choice("loss", loss, LOSSES)
         # A focal parameter for a loss without a focal term would be ignored silently: refused instead.
         self.gamma = check_focal_gamma(gamma, self.loss)
@@ -111,7 +131,8 @@ class ClassBalancedLoss(WeightedLoss):
         self.register_buffer("pos_weight", None if checked is None else _in_dtype(checked, torch.float32, "pos_weight", positive=True))
         # Beyond the paper: a beta that makes the weights nearly uniform / inverse frequency warns, once (after
         # every argument check, so a refused call does not warn first).
-        _warn_beta_range(n, beta, weight, stacklevel=2)
+        if not per_class:
+            _warn_beta_range(n, beta, weight, stacklevel=2)
 
     @classmethod
     def from_labels(cls, labels: Any, num_classes: int, **kwargs: Any) -> ClassBalancedLoss:

@@ -97,6 +97,14 @@ def _milestones(name: str, value: Any) -> list[int]:
     return [check_int(f"{name}[{i}]", m, low=0) for i, m in enumerate(value)]
 
 
+def _class_betas(name: str, value: Any) -> list[float] | None:
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)) or not value:
+        raise TypeError(f"{name} must be a non-empty list of per-class betas; got {type(value).__name__} {value!r}")
+    return [check_real(f"{name}[{i}]", b, low=0.0, high=1.0) for i, b in enumerate(value)]
+
+
 AMP = ("auto", "bf16", "off")
 
 
@@ -148,6 +156,10 @@ class TrainConfig:
     # loss
     loss: str = option("ce", "the loss (see the list below)", choices=lambda: LOSSES)
     beta: float = option(0.9999, "class-balanced beta in [0, 1] (1: inverse frequency)", check=_UNIT)
+    class_betas: list[float] | None = option(None, "per-class betas of the class-balanced losses, comma-separated, one "
+                                             "per class; replaces beta (an extension beyond the paper, e.g. from "
+                                             "longtail tune-beta's per-class candidate)", check=_class_betas,
+                                             optional=True)
     gamma: float = option(1.0, "focal gamma >= 0", check=_FINITE_NONNEGATIVE)
     reduction: str = option("mean", "how a weighted loss averages: mean (the papers' code: weighted sum / N) or "
                             "weighted_mean (PyTorch's: weighted sum / sum of the weights)",
@@ -326,7 +338,7 @@ class TrainConfig:
                 lines.append(f"{key} = {value!r}")
             elif isinstance(value, str):
                 lines.append(f"{key} = {json.dumps(value)}")
-            else:  # milestones: a list of ints
+            else:  # milestones, class_betas: lists of numbers
                 lines.append(f"{key} = [{', '.join(repr(v) for v in value)}]")
         note = [f"# unset (None): {', '.join(unset)}"] if unset else []
         return "\n".join(["# The resolved configuration of this run (longtail train --config FILE reads it).", *note,

@@ -112,8 +112,9 @@ def _stable_cdb_after_validation(criterion: nn.Module, meter: ConfusionMeter) ->
 
 
 def _cb(loss: str) -> Callable[..., nn.Module]:
-    return lambda counts, beta, reduction, gamma=0.0: ClassBalancedLoss(
-        counts, beta=beta, loss=loss, gamma=gamma, reduction=reduction
+    # class_betas (per-class betas, an extension beyond the paper) replace beta when given.
+    return lambda counts, beta, class_betas, reduction, gamma=0.0: ClassBalancedLoss(
+        counts, beta=beta if class_betas is None else class_betas, loss=loss, gamma=gamma, reduction=reduction
     )
 
 
@@ -138,6 +139,7 @@ def _stable_cdb(loss: str) -> Callable[..., nn.Module]:
 
 
 _CLASS_BALANCED = dict(deferred_reweighting=False)
+_CB_READS = ("beta", "class_betas", "reduction")
 _CDB = dict(needs_validation=True, deferred_reweighting=False, after_validation=_cdb_after_validation)
 _STABLE_CDB = dict(needs_validation=True, deferred_reweighting=False, after_validation=_stable_cdb_after_validation)
 _STABLE_READS = ("cdb_tau", "cdb_floor", "cdb_prior", "cdb_difficulty", "cdb_momentum", "cdb_max_ratio", "reduction")
@@ -149,14 +151,14 @@ LOSSES: dict[str, LossSpec] = {
                       reads=("gamma",)),
     "sigmoid": LossSpec("one-vs-all sigmoid cross-entropy", _plain("sigmoid"), prior_bias=True),
     "sigmoid_focal": LossSpec("sigmoid focal loss", _plain("focal"), reads=("gamma",), prior_bias=True),
-    "cb_softmax": LossSpec("class-balanced softmax CE", _cb("softmax"), reads=("beta", "reduction"),
+    "cb_softmax": LossSpec("class-balanced softmax CE", _cb("softmax"), reads=_CB_READS,
                            **_CLASS_BALANCED),
-    "cb_sigmoid": LossSpec("class-balanced sigmoid CE", _cb("sigmoid"), reads=("beta", "reduction"), prior_bias=True,
+    "cb_sigmoid": LossSpec("class-balanced sigmoid CE", _cb("sigmoid"), reads=_CB_READS, prior_bias=True,
                            **_CLASS_BALANCED),
     "cb_focal": LossSpec("class-balanced sigmoid focal, the paper's focal", _cb("focal"),
-                         reads=("beta", "gamma", "reduction"), prior_bias=True, **_CLASS_BALANCED),
+                         reads=(*_CB_READS, "gamma"), prior_bias=True, **_CLASS_BALANCED),
     "cb_softmax_focal": LossSpec("class-balanced softmax focal", _cb("softmax_focal"),
-                                 reads=("beta", "gamma", "reduction"), **_CLASS_BALANCED),
+                                 reads=(*_CB_READS, "gamma"), **_CLASS_BALANCED),
     "cdb": LossSpec("class-wise difficulty-balanced CE", _cdb("softmax"), reads=("cdb_tau", "cdb_floor", "reduction"),
                     **_CDB),
     "cdb_focal": LossSpec("class-wise difficulty-balanced softmax focal", _cdb("softmax_focal"),

@@ -2,6 +2,8 @@
 
     python benchmarks/accuracy/run.py [--out benchmarks/results/accuracy] [--workers 2] [--only ce,cb_softmax_b0.9999]
     python benchmarks/accuracy/run.py --grid convergence --imbalances 100 --out benchmarks/results/convergence
+    python benchmarks/accuracy/run.py --grid quick --imbalances 100 --seeds 0 --out runs/bench-quick   # make bench-quick
+    python benchmarks/accuracy/run.py --imbalances 100 --in-order --only ce,cdb_stable,...   # cells in this order
 
 Each run is one job; a worker keeps the data it prepared for an (imbalance, seed) and reuses it for
 the next run of that pair. Workers use one intra-op thread each (small models use two
@@ -81,8 +83,6 @@ def _run_cell(job: tuple[float, int, Cell, str, bool]) -> tuple[str, float, int,
 def _tune_cell(imbalance: float, seed: int, cell: Cell, out: str, folder: Path) -> tuple[str, float, int, float] | None:
     """``longtail.tune_beta`` on the parent's finished CE run (copied into ``<folder>/ce``, which tune_beta reuses):
     the CE run is not trained again, only the features, covering numbers and head refits are computed."""
-    import torch
-
     from longtail import tune_beta
     from longtail.train import TrainConfig
 
@@ -113,7 +113,6 @@ def _tune_cell(imbalance: float, seed: int, cell: Cell, out: str, folder: Path) 
     seconds = time.perf_counter() - start
     print(f"rho {imbalance:>5g}  seed {seed}  {cell.name:<24} {seconds:6.1f}s  chose {result.chosen['label']}",
           flush=True)
-    torch.set_num_threads(1)
     return cell.name, imbalance, seed, seconds
 
 
@@ -172,18 +171,23 @@ def main(argv: list[str] | None = None) -> int:
     from longtail.io import write_json
 
     manifest_path = args.out / "manifest.json"
-    manifest: dict[str, Any] = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"sessions": []}
     session: dict[str, Any] = {
         "command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
         "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(start)),
+        "pid": os.getpid(),
         "workers": args.workers,
         "machine": _machine(),
     }
-    manifest["sessions"].append(session)
 
     def record(done: bool) -> None:
+        # Re-read the file each time and replace only this invocation's entry: another invocation writing to the
+        # same folder keeps its own.
         session.update(wall_seconds=time.time() - start, cells_trained=len(finished),
                        cpu_seconds_of_runs=sum(row[3] for row in finished), finished=done)
+        manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"sessions": []}
+        key = (session["started"], session["pid"])
+        entries = [e for e in manifest["sessions"] if (e.get("started"), e.get("pid")) != key]
+        manifest["sessions"] = [*entries, session]
         write_json(manifest_path, manifest)
 
     record(False)

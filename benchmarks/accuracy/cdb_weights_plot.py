@@ -60,6 +60,34 @@ def _panel(ax: Any, result: dict[str, Any], title: str) -> None:
     ax.axhline(1.0, color="grey", linewidth=0.8, linestyle=":")
 
 
+def paper_title(result: dict[str, Any]) -> str:
+    return f"paper's CDB (tau {result['config']['cdb_tau']})"
+
+
+def stable_title(result: dict[str, Any]) -> str:
+    cfg = result["config"]
+    return (f"stable CDB (extension): prior a=b={cfg['cdb_prior']:g}, momentum {cfg['cdb_momentum']:g}, "
+            f"max ratio {cfg['cdb_max_ratio']:g}, {cfg['cdb_difficulty']}")
+
+
+def plot_runs(panels: list[tuple[dict[str, Any], str]], out: Path) -> Path:
+    """One panel per (result, title), side by side with a shared weight axis; written to ``out``."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.8), sharey=True, squeeze=False)
+    for ax, (result, title) in zip(axes[0], panels):
+        _panel(ax, result, title)
+    axes[0][0].set_ylabel(f"class weight (log; x = exactly 0, drawn at {ZERO:g})")
+    axes[0][-1].legend(fontsize=7, loc="lower left", ncol=2, title="head (dark) to tail (yellow)", title_fontsize=7)
+    data = panels[0][0]["config"]
+    fig.suptitle(f"CDB weights per epoch: {data['dataset']}-LT rho {data['imbalance']:g}, {data['val_per_class']} "
+                 f"validation images per class, width {data['width']}, {data['epochs']} epochs, seed {data['seed']}",
+                 fontsize=11)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def _default_stable() -> Path:
     summary = RESULTS / "summary.json"
     if summary.exists():
@@ -75,19 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     stable_path = args.stable if args.stable is not None else _default_stable()
     paper, stable = (json.loads(Path(p).read_text()) for p in (args.paper, stable_path))
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
-    cfg = stable["config"]
-    _panel(axes[0], paper, f"paper's CDB (tau {paper['config']['cdb_tau']})")
-    _panel(axes[1], stable, f"stable CDB (extension): prior a=b={cfg['cdb_prior']:g}, momentum {cfg['cdb_momentum']:g}, "
-                            f"max ratio {cfg['cdb_max_ratio']:g}, {cfg['cdb_difficulty']}")
-    axes[0].set_ylabel(f"class weight (log; x = exactly 0, drawn at {ZERO:g})")
-    axes[1].legend(fontsize=7, loc="lower left", ncol=2, title="head (dark) to tail (yellow)", title_fontsize=7)
-    data = paper["config"]
-    fig.suptitle(f"CDB weights per epoch: {data['dataset']}-LT rho {data['imbalance']:g}, {data['val_per_class']} "
-                 f"validation images per class, width {data['width']}, seed {data['seed']}", fontsize=11)
-    fig.tight_layout()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=110)
+    plot_runs([(paper, paper_title(paper)), (stable, stable_title(stable))], args.out)
     print(f"wrote {args.out}")
     return 0
 

@@ -215,7 +215,10 @@ def cdb_and_beta_section(runs: dict, tuning: dict, rhos: list[float]) -> list[st
             grid_cost = sum(v for v in grid_seconds if v is not None)
             complete = all(v is not None for v in grid_seconds)
             cost = t["cost"]["total_seconds"]
-            ratio = f"{cost / grid_cost:.3f}" if complete and grid_cost else "grid not complete"
+            ce_wall = t["cost"]["ce_wall_seconds"]
+            ratio = (f"{cost / grid_cost:.3f}" if complete and grid_cost else
+                     f"{cost / (len(paper) * ce_wall):.3f} against {len(paper)} x the CE run's time; the grid's own runs "
+                     "are not all finished")
             err = "-" if full is None else f"{_metric(full, 'error'):.2f}"
             if full is not None:
                 picks.append((seed, _metric(full, "error")))
@@ -485,6 +488,18 @@ def make_plots(runs: dict, rhos: list[float], docs: Path) -> list[tuple[str, str
     fig.savefig(docs / "error_vs_beta.png", dpi=110)
     plt.close(fig)
     made.append(("Test error against beta", "error_vs_beta.png"))
+
+    # 4. every CDB form's weight per class and epoch (seed 0 at the largest imbalance with CDB runs)
+    from cdb_weights_plot import paper_title, plot_runs, stable_title
+
+    for r in sorted(rhos, reverse=True):
+        forms = [(name, runs.get((r, name), {}).get(0)) for name in ("cdb_tau1.5", "cdb_dynamic", "cdb_stable")]
+        panels = [(res, stable_title(res) if name == "cdb_stable" else paper_title(res)) for name, res in forms
+                  if res is not None]
+        if len(panels) > 1:
+            plot_runs(panels, docs / "cdb_weights_matrix.png")
+            made.append((f"CDB weights per class and epoch, imbalance {r:g}, seed 0", "cdb_weights_matrix.png"))
+            break
     return made
 
 

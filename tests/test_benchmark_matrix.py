@@ -68,3 +68,46 @@ def test_the_quick_subset_is_four_short_runs():
     for cell in quick:
         assert cell.overrides["epochs"] == matrix.QUICK_EPOCHS == cell.overrides["eval_every"]
         assert cell.parent is None
+
+
+def _run(error, val_error, seconds=100.0, loss="ce"):
+    return {"final": {"accuracy": 1 - error / 100}, "history": [{"val": {"accuracy": 1 - val_error / 100}}],
+            "wall_seconds": seconds, "config": {"stage": "joint", "epochs": matrix.RECIPE["epochs"], "loss": loss}}
+
+
+def test_the_acceptance_section_by_hand():
+    from report import cdb_and_beta_section, paired_difference
+
+    runs = {
+        (100.0, "ce"): {s: _run(e, 10) for s, e in enumerate([13.5, 13.3, 13.6])},
+        # the best class-balanced cell by validation (val 7) is not the best on test (cb_sigmoid is): val decides
+        (100.0, "cb_softmax_b0.9999"): {s: _run(e, 7) for s, e in enumerate([11.2, 11.4, 11.3])},
+        (100.0, "cb_sigmoid_b0.9999"): {s: _run(e, 8) for s, e in enumerate([10.0, 10.1, 10.2])},
+        (100.0, "cdb_stable"): {s: _run(e, 9) for s, e in enumerate([12.1, 12.0, 12.3])},
+        (100.0, "cdb_tau1.5"): {s: _run(e, 20) for s, e in enumerate([20.0, 25.0, 13.0])},
+    }
+    tuning = {(100.0, s): {"chosen": {"loss": "sigmoid", "beta": 0.9999, "gamma": 0.0, "val_balanced_accuracy": 0.9,
+                                      "test_balanced_accuracy": 0.89},
+                           "cost": {"total_seconds": 50.0, "ce_wall_seconds": 100.0}} for s in range(3)}
+    text = "\n".join(cdb_and_beta_section(runs, tuning, [100.0]))
+    assert "`cb_softmax_b0.9999` (best class-balanced by val)" in text
+    # stable vs CE: gains 1.4, 1.3, 1.3 (mean 1.333) against 2 x max(std 0.153, std 0.153)
+    assert "yes (+1.33 vs 2 x 0.15)" in text
+    # paper CDB with seeds all over the place: the gain is negative, and the spread is large
+    assert "no (-5.87 vs 2 x 6.03)" in text  # CE 13.47 - mean(20, 25, 13) = -5.87; std(20, 25, 13) = 6.03
+    assert paired_difference(runs[(100.0, "cdb_stable")], runs[(100.0, "cb_softmax_b0.9999")], "error") in text
+    # tune-beta chose cb_sigmoid_b0.9999 (10.1 on average) against the paper grid's best by validation (11.3):
+    # the difference is -1.20, and its cost 50 s against 20 x 100 s (the grid's runs are not all there)
+    assert "difference -1.20 points" in text
+    assert "0.025 against 20 x the CE run's time" in text
+
+
+def test_the_cost_estimate_scales_by_training_set_size():
+    from report import _train_size, cost_estimate
+
+    assert _train_size(100) == 14824 and _train_size(10) == 24415  # the counts in the result files
+    runs = {(100.0, "ce"): {0: _run(13, 10, seconds=14824 * 0.02)}}
+    text = cost_estimate(runs)
+    joint = [c for c in matrix.cells() if c.kind == "train" and not c.starts_from_parent]
+    hours = 0.02 * sum(_train_size(r) for r in matrix.IMBALANCES) * len(joint) * len(matrix.SEEDS) / 2 / 3600
+    assert f"**{hours:.0f} hours on this 2-core machine**" in text

@@ -111,3 +111,11 @@ def test_the_cost_estimate_scales_by_training_set_size():
     joint = [c for c in matrix.cells() if c.kind == "train" and not c.starts_from_parent]
     hours = 0.02 * sum(_train_size(r) for r in matrix.IMBALANCES) * len(joint) * len(matrix.SEEDS) / 2 / 3600
     assert f"**{hours:.0f} hours on this 2-core machine**" in text
+
+
+def test_cdb_weight_swings_by_hand():
+    from report import weight_swings
+
+    result = {"history": [{"cdb_weights": [1.0, 1.0]}, {"cdb_weights": [0.0, 2.0]}, {"cdb_weights": [2.0, 0.0]}]}
+    assert weight_swings(result) == (1.5, 2 / 6)  # moves 1 and 2; two weights of six exactly 0
+    assert weight_swings({"history": [{"val": {}}]}) == (None, None)

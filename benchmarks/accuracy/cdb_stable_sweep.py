@@ -64,17 +64,17 @@ def _run(job: tuple[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def _row(fields: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+    from report import weight_swings
+
     history = result["history"]
     weights = [h["cdb_weights"] for h in history if "cdb_weights" in h]
-    # How much the weight vector moves per epoch: the largest |w_c(t) - w_c(t-1)| over classes, mean over epochs.
-    moves = [max(abs(a - b) for a, b in zip(w1, w0)) for w0, w1 in zip(weights, weights[1:])]
     return dict(name=_name(fields), **fields,
                 val_balanced_accuracy=history[-1]["val"]["balanced_accuracy"],
                 val_balanced_accuracy_by_epoch=[h["val"]["balanced_accuracy"] for h in history],
                 test_error=1.0 - result["final"]["accuracy"],
                 test_balanced_accuracy=result["final"]["balanced_accuracy"],
                 test_shot_accuracy=result["final"].get("shot_accuracy"),
-                mean_weight_move=sum(moves) / len(moves) if moves else None,
+                mean_weight_move=weight_swings(result)[0],
                 final_weight_ratio=(max(weights[-1]) / min(weights[-1]) if weights and min(weights[-1]) > 0
                                     else (float("inf") if weights else None)))
 

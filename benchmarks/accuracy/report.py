@@ -165,6 +165,18 @@ def grid_cell_of(chosen: dict[str, Any]) -> str:
     return f"{family}_b{chosen['beta']:g}{gamma}"
 
 
+def weight_swings(result: dict[str, Any]) -> tuple[float | None, float | None]:
+    """How a CDB run's weights moved: the largest ``|w_c(t) - w_c(t-1)|`` over classes, mean over epochs, and the
+    share of (epoch, class) weights that were exactly 0 (the paper's weight of a class at 100 % validation
+    accuracy). ``(None, None)`` for a run without ``cdb_weights`` in its history."""
+    weights = [h["cdb_weights"] for h in result["history"] if "cdb_weights" in h]
+    if not weights:
+        return None, None
+    moves = [max(abs(a - b) for a, b in zip(w1, w0)) for w0, w1 in zip(weights, weights[1:])]
+    zeros = sum(v == 0.0 for w in weights for v in w) / sum(len(w) for w in weights)
+    return (statistics.fmean(moves) if moves else None), zeros
+
+
 def _errors(seeds: dict[int, dict[str, Any]]) -> list[float]:
     return [_metric(r, "error") for r in seeds.values()]  # type: ignore[misc]
 
@@ -181,7 +193,7 @@ def cdb_and_beta_section(runs: dict, tuning: dict, rhos: list[float]) -> list[st
     cb_all = [c.name for c in grid if c.family in (*CB_FAMILIES, "cb_softmax_wm")]
     paper = [c.name for c in grid if c.family in PAPER_GRID_FAMILIES]
     rows = ["| imbalance | cell | seeds | test error % | Δ vs CE [95% CI] | Δ vs best class-balanced [95% CI] | "
-            "gain > 2 std? |", "|---|---|---|---|---|---|---|"]
+            "gain > 2 std? | CDB weights: mean max move / epoch, share exactly 0 |", "|---|---|---|---|---|---|---|---|"]
     beta_rows = ["| imbalance | seed | tune-beta's choice (refit val / test bal. acc.) | its full-training error % | "
                  "cost s (ratio to the grid's) |", "|---|---|---|---|---|"]
     summary_rows = []
@@ -201,10 +213,14 @@ def cdb_and_beta_section(runs: dict, tuning: dict, rhos: list[float]) -> list[st
                 gain = statistics.fmean(_metric(ce[k], "error") - _metric(seeds[k], "error") for k in common)
                 spread = max(mean_std(_errors(seeds))[1], mean_std(_errors(ce))[1])
                 verdict = f"{'yes' if gain > 2 * spread else 'no'} ({gain:+.2f} vs 2 x {spread:.2f})"
+            swings = [weight_swings(r) for r in seeds.values()]
+            moved = [m for m, _ in swings if m is not None]
+            swing = "" if not moved else (f"{statistics.fmean(moved):.3f}, "
+                                          f"{100 * statistics.fmean(z for _, z in swings if z is not None):.1f} %")
             rows.append(f"| {rho:g} | {label} | {len(seeds)} | {fmt(_errors(seeds))} | "
                         f"{paired_difference(seeds, ce, 'error') if name != 'ce' else ''} | "
                         f"{paired_difference(seeds, cb, 'error') if name not in (best_cb,) and cb else ''} | "
-                        f"{verdict} |")
+                        f"{verdict} | {swing} |")
         # tune-beta's choice, trained end to end, against the paper grid's best by validation
         picks = []
         for seed in sorted(k for (r, k) in tuning if r == rho):

@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checks import as_counts, as_real_vector, check_choice, check_int, check_num_classes, check_real
-from .weights import ZERO_COUNT_POLICIES
+from .checks import as_counts, as_real_vector, check_int, check_num_classes, check_real
+from .weights import present_classes
 
 #: Chunk of points whose distances to the centres (or to each other) are computed at once.
 CHUNK = 1024
@@ -295,16 +295,7 @@ def per_class_weights(
     """
     n = as_counts(counts)
     b = _as_betas(betas, n.numel())
-    check_choice("zero_counts", zero_counts, ZERO_COUNT_POLICIES)
-    present = n > 0
-    if not bool(present.all()):
-        if zero_counts == "error":
-            missing = torch.nonzero(~present).flatten().tolist()
-            raise ValueError(f"counts must be positive for every class, got 0 for classes {missing}; pass "
-                             "zero_counts='ignore' to give absent classes weight 0")
-        if not bool(present.any()):
-            raise ValueError("counts must have at least one positive class; got all zeros")
-    safe_n = torch.where(present, n, torch.ones_like(n))
+    present, safe_n = present_classes(n, zero_counts)
     weight = 1.0 / per_class_effective_number(safe_n, b)
     weight = torch.where(present, weight, torch.zeros_like(weight))
     if normalize:

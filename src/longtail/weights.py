@@ -207,8 +207,10 @@ def _warn_beta_range(n: torch.Tensor, beta: float, weight: torch.Tensor, stackle
                       "category=longtail.BetaRangeWarning))", BetaRangeWarning, stacklevel=stacklevel + 1)
 
 
-def _class_balanced_weights(n: torch.Tensor, beta: float, *, normalize: bool, zero_counts: str) -> torch.Tensor:
-    """:func:`class_balanced_weights` of checked counts ``n`` and ``beta`` in float64, without the warning."""
+def present_classes(n: torch.Tensor, zero_counts: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The classes with a positive count (a bool mask) and the counts with the absent ones set to 1 (safe to divide
+    by), after the ``zero_counts`` policy: ``"error"`` refuses an absent class, ``"ignore"`` lets it through (its
+    weight is then set to 0 by the caller); all-zero counts are refused either way."""
     check_choice("zero_counts", zero_counts, ZERO_COUNT_POLICIES)
     present = n > 0
     if not bool(present.all()):
@@ -220,7 +222,12 @@ def _class_balanced_weights(n: torch.Tensor, beta: float, *, normalize: bool, ze
             )
         if not bool(present.any()):
             raise ValueError("counts must have at least one positive class; got all zeros")
-    safe_n = torch.where(present, n, torch.ones_like(n))
+    return present, torch.where(present, n, torch.ones_like(n))
+
+
+def _class_balanced_weights(n: torch.Tensor, beta: float, *, normalize: bool, zero_counts: str) -> torch.Tensor:
+    """:func:`class_balanced_weights` of checked counts ``n`` and ``beta`` in float64, without the warning."""
+    present, safe_n = present_classes(n, zero_counts)
     denominator = safe_n if beta == 1.0 else _one_minus_beta_pow(safe_n, beta)
     weight = (1.0 - beta if beta < 1.0 else 1.0) / denominator
     weight = torch.where(present, weight, torch.zeros_like(weight))

@@ -98,6 +98,9 @@ def cells() -> list[Cell]:
         # chosen on validation (docs/cdb_stable.md).
         Cell("cdb_stable", "cdb_extension", dict(loss="cdb_stable")),
         Cell("cdb_stable_focal", "cdb_extension", dict(loss="cdb_stable_focal", gamma=1.0)),
+        # Its weights average 1 over classes, not over samples, so the official `mean` reduction scales its gradient
+        # down as it does the class-balanced loss's: PyTorch's reduction too, as for the class-balanced softmax.
+        Cell("cdb_stable_wm", "cdb_extension", dict(loss="cdb_stable", reduction="weighted_mean")),
         # Not in the paper: the paper's grid scored by classifier refits on the CE run's frozen features
         # (longtail.tune_beta); its choice's full-training error is the grid cell of the same configuration. Then a
         # full training with the per-class betas (covering numbers of the features) it found best on validation.

@@ -202,7 +202,7 @@ def cdb_and_beta_section(runs: dict, tuning: dict, rhos: list[float]) -> list[st
         best_cb = best_by_validation(runs, rho, cb_all)
         best_paper = best_by_validation(runs, rho, paper)
         cb = runs.get((rho, best_cb), {}) if best_cb else {}
-        for name in ("ce", best_cb, "cdb_tau1.5", "cdb_dynamic", "cdb_stable", "cdb_stable_focal"):
+        for name in ("ce", best_cb, "cdb_tau1.5", "cdb_dynamic", "cdb_stable", "cdb_stable_wm", "cdb_stable_focal"):
             seeds = runs.get((rho, name), {}) if name else {}
             if not seeds:
                 continue

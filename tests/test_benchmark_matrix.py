@@ -119,3 +119,16 @@ def test_cdb_weight_swings_by_hand():
     result = {"history": [{"cdb_weights": [1.0, 1.0]}, {"cdb_weights": [0.0, 2.0]}, {"cdb_weights": [2.0, 0.0]}]}
     assert weight_swings(result) == (1.5, 2 / 6)  # moves 1 and 2; two weights of six exactly 0
     assert weight_swings({"history": [{"val": {}}]}) == (None, None)
+
+
+def test_the_priority_script_names_every_acceptance_cell_and_only_known_cells():
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy" / "run_matrix.sh").read_text()
+    listed = set()
+    for name in ("FIRST", "ACCEPTANCE"):
+        value = re.search(rf"^{name}=(.*?)(?:\n(?!\S*,)|\n[A-Z])", text.replace("\\\n", ""), re.M).group(1)
+        listed |= set(value.split(","))
+    known = {c.name for c in matrix.cells()}
+    assert listed <= known, listed - known
+    assert set(matrix.acceptance_cells()) | {"tune_beta", "cb_softmax_per_class_beta"} <= listed

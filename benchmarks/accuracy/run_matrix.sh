@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The converged accuracy matrix in priority order (resumable: rerun it after a stop and it goes on where it was).
+#   bash benchmarks/accuracy/run_matrix.sh      (from the repository root; about 43 hours on 2 cores in all)
+# 1. At imbalance 100, then 50: the cells of the CDB/beta acceptance (CE, the stable CDB, tune-beta and its per-class
+#    betas, the paper's CDB, the paper's class-balanced grid and the softmax with PyTorch's reduction), the likeliest
+#    best class-balanced configurations first, so a session cut short leaves the most informative cells done.
+# 2. Everything else of the matrix, imbalance 100, 50, 200, then 10.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PY=${PY:-.venv/bin/python}
+RUN="$PY benchmarks/accuracy/run.py"
+FIRST=ce,cdb_stable,tune_beta,cb_softmax_per_class_beta
+ACCEPTANCE=ce,cb_softmax_b0.9999,cdb_tau1.5,cdb_dynamic,cb_softmax_wm_b0.9999,cb_softmax_b0.999,cb_sigmoid_b0.9999,\
+cb_focal_b0.9999_g1,cb_focal_b0.9999_g0.5,cb_focal_b0.9999_g2,cb_softmax_wm_b0.999,cb_sigmoid_b0.999,cb_focal_b0.999_g1,\
+cb_focal_b0.999_g0.5,cb_focal_b0.999_g2,cdb_stable_wm,cb_softmax_b0.99,cb_sigmoid_b0.99,cb_focal_b0.99_g0.5,\
+cb_focal_b0.99_g1,cb_focal_b0.99_g2,cb_softmax_wm_b0.99,cb_softmax_b0.9,cb_sigmoid_b0.9,cb_focal_b0.9_g0.5,\
+cb_focal_b0.9_g1,cb_focal_b0.9_g2,cb_softmax_wm_b0.9,cdb_stable_focal
+for rho in 100 50; do
+  $RUN --imbalances "$rho" --in-order --only "$FIRST"
+  $RUN --imbalances "$rho" --in-order --only "$ACCEPTANCE"
+done
+for rho in 100 50 200 10; do
+  $RUN --imbalances "$rho"
+done

@@ -132,3 +132,8 @@ def test_the_priority_script_names_every_acceptance_cell_and_only_known_cells():
     known = {c.name for c in matrix.cells()}
     assert listed <= known, listed - known
     assert set(matrix.acceptance_cells()) | {"tune_beta", "cb_softmax_per_class_beta"} <= listed
+
+
+def test_the_quick_ldam_drw_reweights_from_80_percent_of_its_epochs():
+    (ldam,) = [c for c in matrix.quick_cells() if c.overrides.get("loss") == "ldam"]
+    assert ldam.overrides["drw_epoch"] == 16 == matrix.QUICK_EPOCHS * 4 // 5

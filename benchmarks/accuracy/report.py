@@ -26,7 +26,8 @@ from matrix import BETAS, IMBALANCES, RECIPE, SEEDS, cells, config_for, same_rec
 
 # two-sided 95% t quantiles by degrees of freedom
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
-CB_FAMILIES = ("cb_softmax", "cb_sigmoid", "cb_focal", "cb_softmax_focal")
+# The class-balanced families: the four losses with the official reduction, and the softmax with PyTorch's.
+CB_FAMILIES = ("cb_softmax", "cb_sigmoid", "cb_focal", "cb_softmax_focal", "cb_softmax_wm")
 
 
 def load(results: Path, grid: Any = cells) -> dict[tuple[float, str], dict[int, dict[str, Any]]]:
@@ -190,7 +191,7 @@ def cdb_and_beta_section(runs: dict, tuning: dict, rhos: list[float]) -> list[st
              "cell with the lowest mean validation error over its seeds (the 250-image balanced validation split), "
              "never the test set. *> 2 std*: the gain over CE against twice the larger of the two cells' seed "
              "standard deviations.", ""]
-    cb_all = [c.name for c in grid if c.family in (*CB_FAMILIES, "cb_softmax_wm")]
+    cb_all = [c.name for c in grid if c.family in CB_FAMILIES]
     paper = [c.name for c in grid if c.family in PAPER_GRID_FAMILIES]
     rows = ["| imbalance | cell | seeds | test error % | Δ vs CE [95% CI] | Δ vs best class-balanced [95% CI] | "
             "gain > 2 std? | CDB weights: mean max move / epoch, share exactly 0 |", "|---|---|---|---|---|---|---|---|"]

@@ -335,6 +335,8 @@ def write_report(results: Path, docs: Path) -> Path:
             f"- Run `{session['command']}` on {session['started']}: {count} runs in "
             f"{session['wall_seconds'] / 60:.0f} min wall ({session['workers']} workers; {machine.get('cpu', '?')}, "
             f"{machine.get('cores', '?')} cores, torch {machine.get('torch', '?')})."
+            + (" Stopped part-way (or still running when this report was made); resumed by a later run."
+               if session.get("finished") is False else "")
             + (f" {session['note']}" if session.get("note") else "")
         )
     all_runs = [r for seeds in runs.values() for r in seeds.values()]
@@ -422,6 +424,8 @@ def make_plots(runs: dict, rhos: list[float], docs: Path) -> list[tuple[str, str
     best_cdb = best_by_validation(runs, rho, [c.name for c in grid if c.family == "cdb"])
     chosen += [(best_cb, f"best class-balanced: {best_cb}")] if best_cb else []
     chosen += [(best_cdb, f"best CDB: {best_cdb}")] if best_cdb else []
+    best_stable = best_by_validation(runs, rho, [c.name for c in grid if c.family == "cdb_extension"])
+    chosen += [(best_stable, f"best stable CDB (extension): {best_stable}")] if best_stable else []
     best_peer = best_by_validation(runs, rho, [c.name for c in grid if c.family == "peer"])
     chosen += [(best_peer, f"best peer: {best_peer}")] if best_peer else []
     first = next(iter(runs[(rho, "ce")].values())) if (rho, "ce") in runs else None

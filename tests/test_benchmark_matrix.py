@@ -137,3 +137,18 @@ def test_the_priority_script_names_every_acceptance_cell_and_only_known_cells():
 def test_the_quick_ldam_drw_reweights_from_80_percent_of_its_epochs():
     (ldam,) = [c for c in matrix.quick_cells() if c.overrides.get("loss") == "ldam"]
     assert ldam.overrides["drw_epoch"] == 16 == matrix.QUICK_EPOCHS * 4 // 5
+
+
+def test_the_headline_cells_are_ce_and_each_familys_best_by_validation():
+    from report import headline_cells
+
+    runs = {
+        (100.0, "ce"): {0: _run(13.0, 10)},
+        (100.0, "cb_softmax_b0.9999"): {0: _run(11.0, 8)},
+        (100.0, "cb_sigmoid_b0.9999"): {0: _run(10.0, 9)},  # better on test, worse on validation: not chosen
+        (100.0, "cdb_dynamic"): {0: _run(16.0, 14)},
+        (100.0, "cdb_stable"): {0: _run(12.0, 10)},
+        (100.0, "ce_posthoc_la"): {0: _run(12.5, 9)},
+    }
+    assert headline_cells(runs, 100.0) == ["ce", "cb_softmax_b0.9999", "cdb_dynamic", "cdb_stable", "ce_posthoc_la"]
+    assert headline_cells({}, 50.0) == ["ce"]

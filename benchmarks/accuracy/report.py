@@ -524,11 +524,34 @@ def make_plots(runs: dict, rhos: list[float], docs: Path) -> list[tuple[str, str
     return made
 
 
+# The headline rows, which get 5 seeds (the others 3): CE and each family's best cell by validation.
+HEADLINE_FAMILIES = (CB_FAMILIES, ("cdb",), ("cdb_extension",), ("peer",))
+
+
+def headline_cells(runs: dict, rho: float) -> list[str]:
+    """CE, the best class-balanced, paper-CDB, stable-CDB and peer cells by validation at ``rho`` (those with runs)."""
+    grid = cells()
+    names = ["ce"]
+    for families in HEADLINE_FAMILIES:
+        best = best_by_validation(runs, rho, [c.name for c in grid if c.family in families])
+        if best is not None:
+            names.append(best)
+    return names
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", type=Path, default=Path("benchmarks/results/accuracy"))
     parser.add_argument("--docs", type=Path, default=Path("docs/benchmarks"))
+    parser.add_argument("--headline", type=float, default=None, metavar="RHO",
+                        help="print the headline cells at this imbalance, comma-separated (with their parents), and "
+                             "write no report")
     args = parser.parse_args(argv)
+    if args.headline is not None:
+        names = headline_cells(load(args.results), args.headline)
+        parents = [c.parent for c in cells() if c.name in names and c.parent is not None]
+        print(",".join(dict.fromkeys(parents + names)))
+        return 0
     print(write_report(args.results, args.docs))
     return 0
 

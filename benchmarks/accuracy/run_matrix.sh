@@ -5,6 +5,7 @@
 #    betas, the paper's CDB, the paper's class-balanced grid and the softmax with PyTorch's reduction), the likeliest
 #    best class-balanced configurations first, so a session cut short leaves the most informative cells done.
 # 2. Everything else of the matrix, imbalance 100, 50, 200, then 10.
+# 3. Seeds 3 and 4 for the headline rows (CE and each family's best cell by validation) at every imbalance.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
@@ -21,4 +22,7 @@ for rho in 100 50; do
 done
 for rho in 100 50 200 10; do
   $RUN --imbalances "$rho"
+done
+for rho in 100 50 200 10; do
+  $RUN --imbalances "$rho" --seeds 3,4 --in-order --only "$($PY benchmarks/accuracy/report.py --headline "$rho")"
 done

@@ -268,9 +268,11 @@ def cdb_and_beta_section(runs: dict, tuning: dict, rhos: list[float]) -> list[st
     return lines
 
 
-def _train_size(rho: float, n_max: int = 5975, classes: int = 10) -> int:
-    """Fashion-MNIST-LT's training images at imbalance ``rho`` (6000 a class, 25 held out for validation)."""
-    return sum(int(n_max * rho ** (-i / (classes - 1))) for i in range(classes))
+def _train_size(rho: float, n_max: int = 6000 - RECIPE["val_per_class"], classes: int = 10) -> int:
+    """Fashion-MNIST-LT's training images at imbalance ``rho`` (6000 a class, the validation split held out)."""
+    from longtail.data import long_tailed_counts
+
+    return sum(long_tailed_counts(classes, n_max, rho, RECIPE.get("profile", "exp")))
 
 
 def cost_estimate(runs: dict) -> str:

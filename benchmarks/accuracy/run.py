@@ -27,6 +27,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from matrix import GRIDS, IMBALANCES, SEEDS, TUNE_FILE, Cell, config_for, run_folder, same_recipe  # noqa: E402
+from report import _metric  # noqa: E402
 
 
 _DATA_CACHE: dict[tuple[float, int], Any] = {}
@@ -213,11 +214,9 @@ def _summary(jobs: list[tuple[float, int, Cell, str, bool]], out: str) -> str:
         result = json.loads(path.read_text())
         if result.get("status") != "complete":
             continue
-        history = result["history"]
-        val = history[-1].get("val") if history else None
-        val_error = "-" if not val else f"{100 * (1 - val['accuracy']):.2f}"
-        lines.append(f"{rho:>9g}  {seed:>4}  {cell.name:<28} {100 * (1 - result['final']['accuracy']):>12.2f}  "
-                     f"{val_error:>11}")
+        val = _metric(result, "val_error")
+        lines.append(f"{rho:>9g}  {seed:>4}  {cell.name:<28} {_metric(result, 'error'):>12.2f}  "
+                     f"{'-' if val is None else f'{val:.2f}':>11}")
     return "\n".join(lines)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .train import TrainConfig, train
-from .train.presets import PRESETS
+from .train.presets import preset_config
 
 DEMO_LOSSES = {"ce": "softmax CE", "cb_softmax": "class-balanced softmax"}
 
@@ -102,21 +102,21 @@ def run_demo(args: argparse.Namespace) -> int:
     for loss in DEMO_LOSSES:
         # The benchmark's recipe (the fmnist-lt preset: width 16, its learning rate and validation split), shortened
         # to --epochs (20: a quarter of the preset's 80, so both runs take a few minutes on 2 CPU cores).
-        configs[loss] = TrainConfig(**{
-            **PRESETS["fmnist-lt"],
-            "dataset": args.dataset,
-            "data_dir": args.data_dir,
-            "download": args.download,
-            "n_max": args.n_max,
-            "imbalance": args.imbalance,
-            "loss": loss,
-            "beta": args.beta,
-            "epochs": args.epochs,
-            "seed": args.seed,
-            "device": args.device,
-            "many_threshold": args.many_threshold,  # None: relative to the head class, as train
-            "few_threshold": args.few_threshold,
-        })
+        configs[loss] = preset_config(
+            "fmnist-lt",
+            dataset=args.dataset,
+            data_dir=args.data_dir,
+            download=args.download,
+            n_max=args.n_max,
+            imbalance=args.imbalance,
+            loss=loss,
+            beta=args.beta,
+            epochs=args.epochs,
+            seed=args.seed,
+            device=args.device,
+            many_threshold=args.many_threshold,  # None: relative to the head class, as train
+            few_threshold=args.few_threshold,
+        )
     folder = args.out / configuration_folder(list(configs.values()))
     overwrite = getattr(args, "overwrite", False)
     for loss, config in configs.items():

@@ -12,6 +12,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "acc
 import matrix  # noqa: E402
 from report import grid_cell_of  # noqa: E402
 
+from longtail import class_balanced_weights  # noqa: E402
+from longtail.data import long_tailed_counts  # noqa: E402
 from longtail.train import TrainConfig  # noqa: E402
 from longtail.train.presets import PRESETS  # noqa: E402
 from longtail.tune import paper_grid  # noqa: E402
@@ -126,12 +128,25 @@ def test_the_priority_script_names_every_acceptance_cell_and_only_known_cells():
 
     text = (Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy" / "run_matrix.sh").read_text()
     listed = set()
-    for name in ("FIRST", "ACCEPTANCE"):
+    lists = {}
+    for name in ("FIRST", "ACCEPTANCE", "NEAR_UNIFORM"):
         value = re.search(rf"^{name}=(.*?)(?:\n(?!\S*,)|\n[A-Z])", text.replace("\\\n", ""), re.M).group(1)
-        listed |= set(value.split(","))
+        lists[name] = set(value.split(","))
+        listed |= lists[name]
     known = {c.name for c in matrix.cells()}
     assert listed <= known, listed - known
     assert set(matrix.acceptance_cells()) | {"tune_beta", "cb_softmax_per_class_beta"} <= listed
+    # The beta-0.9 cells wait until both imbalances' acceptance cells are done, for the reason the script gives:
+    # at imbalance 100 and 50 their weights are uniform to 0.2 %, so they are the unweighted losses.
+    def beta(name: str) -> str:
+        return name.split("_b")[-1].split("_")[0] if "_b" in name else ""
+
+    assert lists["NEAR_UNIFORM"] and {beta(name) for name in lists["NEAR_UNIFORM"]} == {"0.9"}
+    assert "0.9" not in {beta(name) for name in lists["ACCEPTANCE"]}
+    for rho in (100, 50):
+        counts = long_tailed_counts(10, 5975, rho)
+        weights = class_balanced_weights(counts, beta=0.9)
+        assert float(weights.max() / weights.min()) < 1.0025
 
 
 def test_the_quick_ldam_drw_reweights_from_80_percent_of_its_epochs():

@@ -19,6 +19,7 @@ import multiprocessing as mp
 import os
 import platform
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -192,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
         write_json(manifest_path, manifest)
 
     record(False)
+    # `kill PID` (SIGTERM) leaves through the `with` block as Ctrl-C does, so the pool terminates its workers: without
+    # this the spawned workers outlived a killed runner, kept training and held their run folders' locks.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     with mp.get_context("spawn").Pool(args.workers) as pool:
         for wave in waves:
             for row in pool.imap(_run_cell, wave, chunksize=1):

@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "acc
 import matrix  # noqa: E402
 from report import grid_cell_of  # noqa: E402
 
-from longtail import class_balanced_weights  # noqa: E402
+from longtail import BetaRangeWarning, class_balanced_weights  # noqa: E402
 from longtail.data import long_tailed_counts  # noqa: E402
 from longtail.train import TrainConfig  # noqa: E402
 from longtail.train.presets import PRESETS  # noqa: E402
@@ -145,7 +145,8 @@ def test_the_priority_script_names_every_acceptance_cell_and_only_known_cells():
     assert "0.9" not in {beta(name) for name in lists["ACCEPTANCE"]}
     for rho in (100, 50):
         counts = long_tailed_counts(10, 5975, rho)
-        weights = class_balanced_weights(counts, beta=0.9)
+        with pytest.warns(BetaRangeWarning, match="nearly uniform"):  # the library says so too
+            weights = class_balanced_weights(counts, beta=0.9)
         assert float(weights.max() / weights.min()) < 1.0025
 
 
@@ -167,3 +168,33 @@ def test_the_headline_cells_are_ce_and_each_familys_best_by_validation():
     }
     assert headline_cells(runs, 100.0) == ["ce", "cb_softmax_b0.9999", "cdb_dynamic", "cdb_stable", "ce_posthoc_la"]
     assert headline_cells({}, 50.0) == ["ce"]
+
+
+def test_the_claims_section_by_hand():
+    from report import _verdict, claims_section
+
+    assert _verdict(None) == "not run yet"
+    assert _verdict((-1.0, -1.5, -0.5)) == "holds" and _verdict((1.0, 0.5, 1.5)) == "does not hold"
+    assert _verdict((-0.2, -0.9, 0.5)) == "not settled (the interval holds 0)"
+    assert _verdict((0.3, -0.4, 1.0), "no worse") == "not refuted (the interval holds 0)"
+    assert _verdict((0.9, 0.2, 1.6), "no worse") == "does not hold"
+    runs = {
+        (10.0, "ce"): {s: _run(e, 10) for s, e in enumerate([8.0, 8.2, 8.1])},
+        (10.0, "cb_softmax_b0.999"): {s: _run(e, 9) for s, e in enumerate([7.9, 8.2, 8.0])},  # gain 0.07
+        (100.0, "ce"): {s: _run(e, 10) for s, e in enumerate([13.5, 13.3, 13.6])},
+        # by validation the sigmoid is chosen (val 7), although the softmax is better on test
+        (100.0, "cb_sigmoid_b0.99"): {s: _run(e, 7) for s, e in enumerate([11.5, 11.4, 11.6])},
+        (100.0, "cb_softmax_b0.9999"): {s: _run(e, 8) for s, e in enumerate([10.0, 10.1, 10.2])},
+        (100.0, "cdb_tau1.5"): {s: _run(e, 12) for s, e in enumerate([14.5, 14.3, 14.6])},  # CE + 1.0 each seed
+        (100.0, "cdb_dynamic"): {s: _run(e, 12) for s, e in enumerate([14.5, 15.3, 13.6])},
+    }
+    text = "\n".join(claims_section(runs, [10.0, 100.0]))
+    assert "| 10 | `cb_softmax_b0.999` - `ce` | -0.07 [-0.21, +0.08] | not settled (the interval holds 0) |" in text
+    assert "| 100 | `cb_sigmoid_b0.99` - `ce` | -1.97 [-2.11, -1.82] | holds |" in text
+    assert "| 100 | `cdb_tau1.5` - `ce` | +1.00 [+1.00, +1.00] | does not hold |" in text
+    assert "| 100 | `cdb_tau1.5` - `cb_sigmoid_b0.99` | +2.97 [+2.82, +3.11] | does not hold |" in text
+    assert "`cdb_dynamic` - `cdb_tau1.5` | +0.00 [-2.48, +2.48] | not refuted (the interval holds 0) |" in text
+    assert "(beta 0.99; chosen among the finished cells)" in text and "does not hold (beta 0.99" in text
+    # the gain at 100 (1.97 [1.82, 2.11]) lies wholly beyond the gain at 10 (0.07 [-0.08, 0.21])
+    assert "| 10 and 100 | best class-balanced - `ce` at each |" in text and text.rstrip().endswith("| holds |")
+    assert claims_section({}, []) == []

@@ -198,3 +198,17 @@ def test_the_claims_section_by_hand():
     # the gain at 100 (1.97 [1.82, 2.11]) lies wholly beyond the gain at 10 (0.07 [-0.08, 0.21])
     assert "| 10 and 100 | best class-balanced - `ce` at each |" in text and text.rstrip().endswith("| holds |")
     assert claims_section({}, []) == []
+
+
+def test_the_reductions_section_pairs_the_two_reductions_by_beta():
+    from report import reductions_section
+
+    runs = {
+        (100.0, "cb_softmax_b0.9999"): {s: _run(e, 8) for s, e in enumerate([11.2, 11.4, 11.3])},
+        (100.0, "cb_softmax_wm_b0.9999"): {s: _run(e, 9) for s, e in enumerate([11.0, 11.1, 11.2])},
+        (100.0, "cb_softmax_b0.999"): {s: _run(e, 9) for s, e in enumerate([11.8, 11.7])},  # no wm partner: no row
+    }
+    text = "\n".join(reductions_section(runs, [100.0]))
+    assert "| 100 | 0.9999 | 11.30 ± 0.10 / 8.00 ± 0.00 | 11.10 ± 0.10 / 9.00 ± 0.00 | -0.20 [-0.45, +0.05] |" in text
+    assert "| 0.999 |" not in text
+    assert reductions_section({}, [100.0]) == []

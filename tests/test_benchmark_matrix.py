@@ -73,7 +73,7 @@ def test_the_quick_subset_is_four_short_runs():
 
 
 def _run(error, val_error, seconds=100.0, loss="ce"):
-    return {"final": {"accuracy": 1 - error / 100}, "history": [{"val": {"accuracy": 1 - val_error / 100}}],
+    return {"final": {"accuracy": 1 - error / 100, "shot_accuracy": {"many": 0.9, "medium": 0.8, "few": 0.7}}, "history": [{"val": {"accuracy": 1 - val_error / 100}}],
             "wall_seconds": seconds, "config": {"stage": "joint", "epochs": matrix.RECIPE["epochs"], "loss": loss}}
 
 
@@ -212,3 +212,18 @@ def test_the_reductions_section_pairs_the_two_reductions_by_beta():
     assert "| 100 | 0.9999 | 11.30 ± 0.10 / 8.00 ± 0.00 | 11.10 ± 0.10 / 9.00 ± 0.00 | -0.20 [-0.45, +0.05] |" in text
     assert "| 0.999 |" not in text
     assert reductions_section({}, [100.0]) == []
+
+
+def test_the_toolbox_table_marks_the_group_with_the_lowest_validation_error():
+    from report import toolbox_summary
+
+    runs = {
+        (100.0, "ce"): {s: _run(e, 10) for s, e in enumerate([13.5, 13.3, 13.6])},
+        (100.0, "cb_softmax_b0.9999"): {s: _run(e, 8) for s, e in enumerate([11.2, 11.4, 11.3])},
+        (100.0, "cb_sigmoid_b0.9999"): {s: _run(e, 9) for s, e in enumerate([11.0, 11.1, 11.2])},
+        (100.0, "ldam_drw"): {s: _run(e, 7) for s, e in enumerate([11.9, 12.0, 12.1])},  # worse on test, best val
+    }
+    text = "\n".join(toolbox_summary(runs, matrix.cells(), [100.0]))
+    assert "| 100 | class-balanced loss | `cb_softmax_b0.9999` | 3 | 11.30 ± 0.10 | 8.00 ± 0.00 |" in text
+    assert "| 100 | LDAM-DRW **(lowest val)** | `ldam_drw` |" in text
+    assert text.count("(lowest val)** |") == 1

@@ -102,6 +102,8 @@ def test_the_acceptance_section_by_hand():
     # the difference is -1.20, and its cost 50 s against 20 x 100 s (the grid's runs are not all there)
     assert "difference -1.20 points" in text
     assert "0.025 against 20 x the CE run's time" in text
+    # two of the grid's runs (100 s each) are finished for every seed: their sum bounds the ratio from above
+    assert "at most 0.250: 2 of the grid's 20 runs are finished" in text
 
 
 def test_the_cost_estimate_scales_by_training_set_size():

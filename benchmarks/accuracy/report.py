@@ -300,6 +300,11 @@ def cdb_and_beta_section(runs: dict, tuning: dict, rhos: list[float]) -> list[st
     return lines
 
 
+def _section(title: str, intro: str, rows: list[str]) -> list[str]:
+    """A report section: its title, its introduction and its table (header and rule first); nothing without a row."""
+    return [] if len(rows) <= 2 else [f"## {title}", "", intro, "", *rows, ""]
+
+
 def _verdict(interval: tuple[float, float, float] | None, claim: str = "lower") -> str:
     """The verdict on a claim about (a - b), a's test error minus b's. ``"lower"`` (a beats b) holds where the whole
     interval is below 0 and fails where it is wholly above; ``"no worse"`` (a does as well as b) fails only where the
@@ -364,14 +369,12 @@ def claims_section(runs: dict, rhos: list[float]) -> list[str]:
                     f"{lo_rho:g} and {hi_rho:g} | best class-balanced - `ce` at each | "
                     f"{lo[0]:+.2f} [{lo[1]:+.2f}, {lo[2]:+.2f}] at {lo_rho:g}; {hi[0]:+.2f} [{hi[1]:+.2f}, "
                     f"{hi[2]:+.2f}] at {hi_rho:g} | {verdict} |")
-    if len(rows) == 2:
-        return []
-    return ["## The seed papers' claims, tested here", "",
-            "Each claim as the paper makes it, measured on this benchmark: Δ is the first cell's test error minus the "
-            "second's, paired by seed, with a 95% t interval. *Holds*: the interval lies wholly on the claimed side "
-            "of 0; *does not hold*: wholly on the other side; otherwise these seeds do not settle it. The class-"
-            "balanced configuration is the paper grid's (softmax, sigmoid and focal over its betas and gammas) best "
-            "by validation error among the finished cells.", "", *rows, ""]
+    return _section("The seed papers' claims, tested here",
+                    "Each claim as the paper makes it, measured on this benchmark: Δ is the first cell's test error "
+                    "minus the second's, paired by seed, with a 95% t interval. *Holds*: the interval lies wholly on "
+                    "the claimed side of 0; *does not hold*: wholly on the other side; otherwise these seeds do not "
+                    "settle it. The class-balanced configuration is the paper grid's (softmax, sigmoid and focal over "
+                    "its betas and gammas) best by validation error among the finished cells.", rows)
 
 
 def reductions_section(runs: dict, rhos: list[float]) -> list[str]:
@@ -387,13 +390,11 @@ def reductions_section(runs: dict, rhos: list[float]) -> list[str]:
                             f"{fmt([_metric(r, 'val_error') for r in mean.values()])} | {fmt(_errors(wm))} / "
                             f"{fmt([_metric(r, 'val_error') for r in wm.values()])} | "
                             f"{paired_difference(wm, mean, 'error')} |")
-    if len(rows) == 2:
-        return []
-    return ["## The two reductions of the class-balanced softmax", "",
-            "The official code divides the weighted sum by the batch size N, which scales the gradient by the batch's "
-            "mean weight; PyTorch's `F.cross_entropy(weight=w)` divides by the sum of the weights. Same learning rate "
-            "(the recipe's) for both. The 20-epoch comparison, with the official form's learning rate rescaled as "
-            "well, is in [the convergence study](convergence.md).", "", *rows, ""]
+    return _section("The two reductions of the class-balanced softmax",
+                    "The official code divides the weighted sum by the batch size N, which scales the gradient by the "
+                    "batch's mean weight; PyTorch's `F.cross_entropy(weight=w)` divides by the sum of the weights. "
+                    "Same learning rate (the recipe's) for both. The 20-epoch comparison, with the official form's "
+                    "learning rate rescaled as well, is in [the convergence study](convergence.md).", rows)
 
 
 def _train_size(rho: float, n_max: int = 6000 - RECIPE["val_per_class"], classes: int = 10) -> int:

@@ -142,12 +142,12 @@ def toolbox_summary(runs: dict, grid: list, rhos: list[float]) -> list[str]:
         for label, member in TOOLBOX_GROUPS:
             best = best_by_validation(runs, rho, [c.name for c in grid if member(c)])
             if best is not None:
-                chosen_by_group.append((label, best, runs[(rho, best)]))
+                chosen_by_group.append((label, best, runs[(rho, best)], _mean_val(runs[(rho, best)])))
         if not chosen_by_group:
             continue
-        lowest = min(_mean_val(chosen) for _, _, chosen in chosen_by_group)
-        for label, best, chosen in chosen_by_group:
-            mark = " **(lowest val)**" if _mean_val(chosen) == lowest and len(chosen_by_group) > 1 else ""
+        lowest = min(val for *_, val in chosen_by_group)
+        for label, best, chosen, val in chosen_by_group:
+            mark = " **(lowest val)**" if val == lowest and len(chosen_by_group) > 1 else ""
             rows.append(f"| {rho:g} | {label}{mark} | `{best}` | {len(chosen)} | {fmt(_errors(chosen))} "
                         f"| {fmt([_metric(r, 'val_error') for r in chosen.values()])} "
                         f"| {paired_difference(chosen, ce, 'error') if ce else '-'} | "
@@ -256,11 +256,10 @@ def cdb_and_beta_section(runs: dict, tuning: dict, rhos: list[float]) -> list[st
             full = runs.get((rho, cell), {}).get(seed)
             grid_seconds = [runs.get((rho, n), {}).get(seed, {}).get("wall_seconds") for n in paper]
             grid_cost = sum(v for v in grid_seconds if v is not None)
-            complete = all(v is not None for v in grid_seconds)
+            finished = sum(v is not None for v in grid_seconds)
             cost = t["cost"]["total_seconds"]
             ce_wall = t["cost"]["ce_wall_seconds"]
-            finished = sum(v is not None for v in grid_seconds)
-            if complete and grid_cost:
+            if finished == len(paper) and grid_cost:
                 ratio = f"{cost / grid_cost:.3f}"
             elif finished:  # the finished runs' sum bounds the grid's cost from below, so the ratio from above
                 ratio = (f"at most {cost / grid_cost:.3f}: {finished} of the grid's {len(paper)} runs are finished; "
@@ -319,17 +318,12 @@ def _verdict(interval: tuple[float, float, float] | None, claim: str = "lower") 
     return "holds" if high < 0 else "not settled (the interval holds 0)"
 
 
-def _beta_of(name: str) -> float | None:
-    for part in name.split("_"):
-        if part.startswith("b0.") and part[1:].replace(".", "").isdigit():
-            return float(part[1:])
-    return None
-
-
 def claims_section(runs: dict, rhos: list[float]) -> list[str]:
     """Each seed paper's claims tested on this data, per imbalance: the measured paired difference and a verdict."""
     grid = cells()
+    beta_of = {c.name: c.beta for c in grid}
     cb_paper = [c.name for c in grid if c.family in PAPER_GRID_FAMILIES]
+    gains = []
     rows = ["| claim (paper) | imbalance | compared | Δ test error [95% CI] | verdict |", "|---|---|---|---|---|"]
     for rho in rhos:
         ce = runs.get((rho, "ce"), {})
@@ -349,17 +343,13 @@ def claims_section(runs: dict, rhos: list[float]) -> list[str]:
                 rows.append(f"| {claim} | {rho:g} | {compared} | {paired_difference(a, b, 'error')} | "
                             f"{_verdict(paired_interval(a, b, 'error'), kind)} |")
         if best_cb:
-            beta = _beta_of(best_cb)
+            beta = beta_of[best_cb]
             rows.append(f"| On a 10-class dataset the best beta is 0.9999 (Cui et al., CIFAR-10-LT) | {rho:g} | "
                         f"best by validation: `{best_cb}` | | {'holds' if beta == 0.9999 else 'does not hold'} "
                         f"(beta {beta:g}; chosen among the finished cells) |")
-    gains = []
-    for rho in rhos:
-        ce = runs.get((rho, "ce"), {})
-        best_cb = best_by_validation(runs, rho, cb_paper)
-        interval = paired_interval(runs.get((rho, best_cb), {}), ce, "error") if best_cb and ce else None
-        if interval is not None:
-            gains.append((rho, interval))
+        gain = paired_interval(cb, ce, "error") if cb and ce else None
+        if gain is not None:
+            gains.append((rho, gain))
     if len(gains) >= 2:
         (lo_rho, lo), (hi_rho, hi) = gains[0], gains[-1]
         # the gain is -(Δ): larger at the larger imbalance where its interval lies wholly beyond the smaller one's

@@ -64,6 +64,17 @@ def test_the_per_class_beta_cell_reads_its_tuning_cells_choice(tmp_path):
     assert matrix.config_for(crt, 100, 1, tmp_path)["init_from"] == str(matrix.run_folder(tmp_path, 100, "ce", 1))
 
 
+def test_a_tuning_file_of_an_older_selection_rule_or_recipe_is_not_current(tmp_path):
+    from longtail.tune import SELECTION_RULE
+
+    tune = {c.name: c for c in matrix.cells()}["tune_beta"]
+    expected = TrainConfig(**matrix.config_for(tune, 100, 1, tmp_path)).to_dict()
+    assert matrix.tuning_is_current({"config": expected, "order": SELECTION_RULE}, expected)
+    old_rule = "paper grid order ...; ties go to the earlier"  # files written before the NLL tie-break
+    assert not matrix.tuning_is_current({"config": expected, "order": old_rule}, expected)
+    assert not matrix.tuning_is_current({"config": {**expected, "epochs": 3}, "order": SELECTION_RULE}, expected)
+
+
 def test_the_quick_subset_is_four_short_runs():
     quick = matrix.quick_cells()
     assert len(quick) == 4

@@ -212,6 +212,15 @@ def run_folder(out: str | Path, imbalance: float, name: str, seed: int) -> Path:
 TUNE_FILE = "tune_beta.json"
 
 
+def tuning_is_current(saved: dict[str, Any], expected: dict[str, Any]) -> bool:
+    """Whether a ``tune_beta.json`` is this cell's: its configuration (``expected``, a ``TrainConfig.to_dict()``) and
+    the selection rule of the installed ``longtail.tune`` (a file chosen by an older rule is run again)."""
+    from longtail.train import TrainConfig
+    from longtail.tune import SELECTION_RULE
+
+    return saved.get("order") == SELECTION_RULE and TrainConfig.from_dict(saved["config"]).to_dict() == expected
+
+
 def chosen_class_betas(out: str | Path, imbalance: float, tune_cell: str, seed: int) -> list[float] | None:
     """The per-class betas that the ``tune_beta`` cell's run chose on validation (the best radius), or None before
     it has run."""

@@ -22,7 +22,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from matrix import BETAS, IMBALANCES, RECIPE, SEEDS, cells, config_for, same_recipe  # noqa: E402
+from matrix import BETAS, IMBALANCES, RECIPE, SEEDS, cells, config_for, same_recipe, tuning_is_current  # noqa: E402
 
 # two-sided 95% t quantiles by degrees of freedom
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
@@ -168,7 +168,8 @@ PAPER_GRID_FAMILIES = ("cb_softmax", "cb_sigmoid", "cb_focal")  # longtail.tune.
 
 
 def load_tuning(results: Path) -> dict[tuple[float, int], dict[str, Any]]:
-    """The ``tune_beta`` cells' results (``tune_beta.json``) by (imbalance, seed), for the current recipe."""
+    """The ``tune_beta`` cells' results (``tune_beta.json``) by (imbalance, seed), for the current recipe and
+    selection rule."""
     from longtail.train import TrainConfig
 
     by_name = {c.name: c for c in cells()}
@@ -177,7 +178,7 @@ def load_tuning(results: Path) -> dict[tuple[float, int], dict[str, Any]]:
         rho, seed = float(path.parts[-4][3:]), int(path.parts[-2][4:])
         saved = json.loads(path.read_text())
         expected = TrainConfig(**config_for(by_name["tune_beta"], rho, seed, results)).to_dict()
-        if TrainConfig.from_dict(saved["config"]).to_dict() == expected:
+        if tuning_is_current(saved, expected):
             found[(rho, seed)] = saved
     return found
 

@@ -27,7 +27,17 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from matrix import GRIDS, IMBALANCES, SEEDS, TUNE_FILE, Cell, config_for, run_folder, same_recipe  # noqa: E402
+from matrix import (  # noqa: E402
+    GRIDS,
+    IMBALANCES,
+    SEEDS,
+    TUNE_FILE,
+    Cell,
+    config_for,
+    run_folder,
+    same_recipe,
+    tuning_is_current,
+)
 from report import _metric  # noqa: E402
 
 
@@ -91,8 +101,7 @@ def _tune_cell(imbalance: float, seed: int, cell: Cell, out: str, folder: Path) 
     config = TrainConfig(**config_for(cell, imbalance, seed, out))
     target = folder / TUNE_FILE
     if target.exists():
-        saved = json.loads(target.read_text())
-        if TrainConfig.from_dict(saved["config"]).to_dict() == config.to_dict():
+        if tuning_is_current(json.loads(target.read_text()), config.to_dict()):
             return None
     parent = run_folder(out, imbalance, cell.parent, seed)
     if not (parent / "checkpoint.pt").exists():

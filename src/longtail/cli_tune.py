@@ -40,8 +40,9 @@ def add_tune_command(
         "features (eval mode, no augmentation) and refits only the linear classifier for every candidate of the "
         "paper's grid (softmax, sigmoid, focal x beta 0.9, 0.99, 0.999, 0.9999 x focal gamma 0.5, 1, 2) and for "
         "per-class betas from covering numbers of the features; chooses by validation balanced accuracy (ties: the "
-        "earlier candidate). Prints the table, the choice and the cost beside a full-training grid's estimate, and "
-        "writes tune_beta.json to --out (the CE run in <out>/ce, reused by a rerun).",
+        "lower temperature-calibrated balanced validation NLL, then the earlier candidate). Prints the table, the "
+        "choice and the cost beside a full-training grid's estimate, and writes tune_beta.json to --out (the CE run "
+        "in <out>/ce, reused by a rerun).",
     )
     tune.add_argument("--preset", default=None, help="start from a named recipe (as train); explicit options "
                       "override it")

@@ -17,9 +17,13 @@ full trainings. :func:`tune_beta` trains once instead:
    per step; Adam's update is per parameter, so this is K independent fits), on one CPU thread (small matrices). AdamW makes each fit insensitive to
    its loss's overall scale (the official ``mean`` reduction multiplies the gradient by the batch's mean weight),
    so candidates are compared at their optimum, not at their effective learning rate;
-4. choose by balanced accuracy on the validation split; ties go to the earlier candidate in the fixed order of
-   :func:`paper_grid` (softmax, sigmoid, focal; beta ascending; for focal, gamma ascending within each beta), then
-   the per-class-beta candidates (radius ascending).
+4. choose by balanced accuracy on the validation split. Ties (equal to ``TIE_TOLERANCE``: a 250-image split moves
+   in steps of 0.4 %, and several heads often land on the same count) go to the lowest temperature-calibrated
+   balanced NLL on the validation split (:func:`calibrated_balanced_nll`: each class's mean negative log
+   softmax probability of its true class, averaged over classes, at the best temperature of a fixed grid per head,
+   so that a family's logit scale, one-vs-rest for sigmoid and focal, is not what decides), then to the earlier
+   candidate in the fixed order of :func:`paper_grid` (softmax, sigmoid, focal; beta ascending; for focal, gamma
+   ascending within each beta), then the per-class-beta candidates (radius ascending).
 
 The test split's balanced accuracy of every refit is reported beside it, never used for the choice. With
 ``per_class_beta`` the search adds candidates whose betas are estimated per class from covering numbers of the
@@ -55,6 +59,13 @@ CANDIDATE_LOSSES = ("softmax", "sigmoid", "focal", "softmax_focal")
 PRIOR_BIAS_LOSSES = ("sigmoid", "focal")
 RESULT_FILE = "tune_beta.json"
 CE_FOLDER = "ce"
+TIE_TOLERANCE = 1e-9
+# log2-spaced from 1/16 to 16 (49 points): the temperatures of calibrated_balanced_nll.
+TEMPERATURES = tuple(2.0 ** (k / 6) for k in range(-24, 25))
+SELECTION_RULE = ("the best validation balanced accuracy; ties (within 1e-9) to the lowest temperature-calibrated "
+                  "balanced validation NLL, then to the earlier candidate in the paper grid order (softmax, sigmoid "
+                  "for beta ascending; focal for beta ascending, gamma ascending within), then per-class betas by "
+                  "radius ascending")
 
 __all__ = [
     "CE_FOLDER",
@@ -65,7 +76,10 @@ __all__ = [
     "PAPER_LOSSES",
     "RESULT_FILE",
     "TuneResult",
+    "SELECTION_RULE",
+    "TIE_TOLERANCE",
     "balanced_accuracy",
+    "calibrated_balanced_nll",
     "choose",
     "extract_features",
     "paper_grid",
@@ -77,8 +91,9 @@ __all__ = [
 
 
 def paper_grid() -> list[tuple[str, float, float]]:
-    """The paper's grid as ``(loss, beta, gamma)`` in the fixed order that breaks ties: softmax then sigmoid for
-    each beta ascending (gamma 0), then focal for each beta ascending and, within it, gamma ascending (20)."""
+    """The paper's grid as ``(loss, beta, gamma)`` in the fixed order that breaks the ties left after the calibrated
+    NLL: softmax then sigmoid for each beta ascending (gamma 0), then focal for each beta ascending and, within it,
+    gamma ascending (20)."""
     grid = [(loss, beta, 0.0) for loss in ("softmax", "sigmoid") for beta in PAPER_BETAS]
     return grid + [("focal", beta, gamma) for beta in PAPER_BETAS for gamma in PAPER_GAMMAS]
 
@@ -167,11 +182,27 @@ def _one_cpu_thread(device: torch.device) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def choose(scores: Sequence[float]) -> int:
-    """The index of the best score, the earliest among equal ones (the fixed candidate order breaks ties)."""
+def choose(scores: Sequence[float], tiebreak: Sequence[float] | None = None, *,
+           tolerance: float = TIE_TOLERANCE) -> int:
+    """The index of the best (highest) score. Scores within ``tolerance`` of the best tie (balanced accuracies that
+    count the same images can differ in the last bits, by the order of their sums); among tied ones, the lowest
+    ``tiebreak`` (a loss; NaN counts as the worst) and then the earliest index win.
+
+    >>> choose([0.9, 0.92, 0.92])
+    1
+    >>> choose([0.9, 0.92, 0.92 + 1e-12], tiebreak=[0.1, 0.5, 0.4])
+    2
+    """
     if not scores:
         raise ValueError("scores must hold at least one score; got none")
-    return max(range(len(scores)), key=lambda i: (scores[i], -i))
+    if tiebreak is not None and len(tiebreak) != len(scores):
+        raise ValueError(f"tiebreak must hold one value per score ({len(scores)}); got {len(tiebreak)}")
+    tolerance = check_real("tolerance", tolerance, low=0.0, finite=True)
+    best = max(scores)
+    tied = [i for i, s in enumerate(scores) if s >= best - tolerance]
+    if tiebreak is None:
+        return tied[0]
+    return min(tied, key=lambda i: (math.inf if math.isnan(tiebreak[i]) else tiebreak[i], i))
 
 
 def balanced_accuracy(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -185,6 +216,39 @@ def balanced_accuracy(predictions: torch.Tensor, labels: torch.Tensor, num_class
     return (per_class[present] / totals[present, None]).mean(0).cpu()
 
 
+def calibrated_balanced_nll(logits: torch.Tensor, labels: torch.Tensor, num_classes: int, *,
+                            chunk: int = 256) -> torch.Tensor:
+    r"""The temperature-calibrated balanced NLL of every head in ``logits`` ``(N, C, K)`` (float64 ``(K,)``).
+
+    .. math::
+        \min_{T \in \mathcal{T}} \frac{1}{|C'|} \sum_{c \in C'} \frac{1}{n_c} \sum_{i: y_i = c}
+        -\log \operatorname{softmax}(z_i / T)_{c}
+
+    over the classes ``C'`` that ``labels`` holds and the fixed grid ``TEMPERATURES`` (2^(k/6), k = -24..24). The
+    class average matches balanced accuracy; the temperature makes the score blind to each head's overall logit scale
+    (sigmoid and focal heads are trained one-vs-rest, softmax heads jointly), so it measures how well a head ranks
+    the true class, not how its family is calibrated. Computed in float64 in chunks of ``chunk`` rows.
+
+    >>> logits = torch.tensor([[[2.0], [0.0]], [[1.0], [0.0]]])  # two images, two classes, one head
+    >>> round(calibrated_balanced_nll(logits, torch.tensor([0, 1]), 2).item(), 4)  # at T = 2^(8/6)
+    0.6421
+    """
+    if logits.ndim != 3 or labels.shape != logits.shape[:1]:
+        raise ValueError(f"logits must be (N, C, K) and labels (N,); got {tuple(logits.shape)} and "
+                         f"{tuple(labels.shape)}")
+    n, _, k = logits.shape
+    temperatures = torch.tensor(TEMPERATURES, dtype=torch.float64, device=logits.device)
+    per_class = torch.zeros(num_classes, k, temperatures.numel(), dtype=torch.float64, device=logits.device)
+    for start in range(0, n, chunk):
+        z = logits[start : start + chunk].double()[..., None] / temperatures  # (b, C, K, T)
+        y = labels[start : start + chunk]
+        true = torch.log_softmax(z, dim=1).gather(1, y[:, None, None, None].expand(-1, 1, k, z.shape[-1]))
+        per_class.index_add_(0, y, -true[:, 0])
+    totals = torch.bincount(labels, minlength=num_classes).double()
+    present = totals > 0
+    return (per_class[present] / totals[present, None, None]).mean(0).min(1).values.cpu()
+
+
 def refit_heads(
     train_features: torch.Tensor,
     train_labels: torch.Tensor,
@@ -192,9 +256,10 @@ def refit_heads(
     counts: Any,
     eval_sets: dict[str, tuple[torch.Tensor, torch.Tensor]],
     settings: HeadSettings | None = None,
-) -> dict[str, list[float]]:
+) -> dict[str, dict[str, list[float]]]:
     """Fits one linear head per candidate on the cached ``train_features`` ``(N, D)`` and returns, for every
-    ``eval_sets`` entry ``name: (features, labels)``, the balanced accuracy of each candidate (in order).
+    ``eval_sets`` entry ``name: (features, labels)``, ``{"balanced_accuracy": [...], "balanced_nll": [...]}``: each
+    candidate's balanced accuracy and :func:`calibrated_balanced_nll` (in order).
 
     Every head starts from the same seeded initialisation (PyTorch's ``nn.Linear`` uniform bounds); sigmoid and
     focal heads start their bias at ``-log(C - 1)`` (:func:`longtail.init_prior_bias`'s default). The K fits run as
@@ -216,7 +281,7 @@ def _refit_heads(
     counts: Any,
     eval_sets: dict[str, tuple[torch.Tensor, torch.Tensor]],
     settings: HeadSettings,
-) -> dict[str, list[float]]:
+) -> dict[str, dict[str, list[float]]]:
     x, y = train_features.float(), train_labels
     device = x.device
     n, dim = x.shape
@@ -271,14 +336,13 @@ def _refit_heads(
                     weight.mul_(1.0 - lr * settings.weight_decay)
                     bias.mul_(1.0 - lr * settings.weight_decay * bias_decay)
             step += 1
-    scores: dict[str, list[float]] = {}
+    scores: dict[str, dict[str, list[float]]] = {}
     with torch.no_grad():
         for name, (features, labels) in eval_sets.items():
-            predictions = torch.cat([
-                (torch.einsum("bd,kcd->bck", chunk, weight) + bias.T.unsqueeze(0)).argmax(1)
-                for chunk in features.float().split(4096)
-            ])
-            scores[name] = balanced_accuracy(predictions, labels, num_classes).tolist()
+            logits = torch.cat([torch.einsum("bd,kcd->bck", chunk, weight) + bias.T.unsqueeze(0)
+                                for chunk in features.float().split(4096)])  # (N, C, K)
+            scores[name] = {"balanced_accuracy": balanced_accuracy(logits.argmax(1), labels, num_classes).tolist(),
+                            "balanced_nll": calibrated_balanced_nll(logits, labels, num_classes).tolist()}
     return scores
 
 
@@ -333,12 +397,14 @@ def per_class_beta_search(
     """The per-class betas from covering numbers with the radius chosen on the validation split (an extension
     beyond the paper): for each radius, betas from the training features' covering numbers, a class-balanced
     softmax head refit with their weights (:func:`refit_heads`), scored by validation balanced accuracy; the best
-    (the smallest radius on ties) is returned with every radius's score, ``N_c`` and betas."""
+    (:func:`choose`: ties to the lower calibrated validation NLL, then the smaller radius) is returned with every
+    radius's scores, ``N_c`` and betas."""
     candidates, info = per_class_beta_candidates(train_features, train_labels, counts, radii)
-    scores = refit_heads(train_features, train_labels, candidates, counts, {"val": (val_features, val_labels)},
-                         settings)["val"]
-    best = choose(scores)
-    return {**info, "val_balanced_accuracy": scores, "radius": info["radii"][best],
+    val = refit_heads(train_features, train_labels, candidates, counts, {"val": (val_features, val_labels)},
+                      settings)["val"]
+    best = choose(val["balanced_accuracy"], val["balanced_nll"])
+    return {**info, "val_balanced_accuracy": val["balanced_accuracy"], "val_balanced_nll": val["balanced_nll"],
+            "radius": info["radii"][best],
             "chosen_prototypes": info["prototypes"][best], "chosen_betas": info["betas"][best],
             "weights": candidates[best].weights(as_counts(counts)).tolist()}
 
@@ -347,10 +413,11 @@ def per_class_beta_search(
 class TuneResult:
     """What :func:`tune_beta` found; every field is plain JSON (:meth:`to_dict`).
 
-    ``chosen``: the candidate with the best validation balanced accuracy (``loss``, ``beta`` (None for per-class
-    betas, then ``betas`` and ``radius``), ``gamma``, ``label``, ``val_balanced_accuracy``, ...). ``candidates``:
-    every candidate in the tie-breaking order with its validation and test balanced accuracy, class weights and
-    regime (:func:`longtail.beta_regime`). ``references``: the CE-trained head as it is, the unweighted softmax
+    ``chosen``: the candidate :func:`choose` picks (``order``: the rule) by validation balanced accuracy
+    (``loss``, ``beta`` (None for per-class betas, then ``betas`` and ``radius``), ``gamma``, ``label``,
+    ``val_balanced_accuracy``, ``val_balanced_nll``, ...). ``candidates``: every candidate in the fixed order with
+    its validation and test balanced accuracy and :func:`calibrated_balanced_nll`, class weights and regime
+    (:func:`longtail.beta_regime`). ``references``: the CE-trained head as it is, the unweighted softmax
     refit (beta 0) and inverse frequency (beta 1), never chosen. ``per_class_beta``: the covering-number search
     (radii, ``N_c`` and betas per radius) or None. ``cost``: seconds of the CE run, the features, the covering
     numbers and the refits, their total, and the estimated cost of the same grid with full trainings (candidates x
@@ -367,8 +434,7 @@ class TuneResult:
     train_counts: list[int]
     val_counts: list[int]
     ce_run: str | None
-    order: str = ("paper grid order (softmax, sigmoid for beta ascending; focal for beta ascending, gamma ascending "
-                  "within), then per-class betas by radius ascending; ties go to the earlier")
+    order: str = SELECTION_RULE
     note: str = "an extension beyond the paper: heads refit on a frozen CE backbone, chosen on validation"
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -376,18 +442,22 @@ class TuneResult:
         return dataclasses.asdict(self)
 
     def table(self) -> str:
-        """The candidates and references as a text table, the chosen one marked ``*``."""
-        rows = [("", "candidate", "val bal acc", "test bal acc", "weights")]
+        """The candidates and references as a text table, the chosen one marked ``*`` (``val nll``: the calibrated
+        balanced NLL that breaks ties; blank in files written before it existed)."""
+        def nll(row: dict[str, Any]) -> str:
+            return f"{row['val_balanced_nll']:.4f}" if row.get("val_balanced_nll") is not None else ""
+
+        rows = [("", "candidate", "val bal acc", "val nll", "test bal acc", "weights")]
         for c in self.candidates:
             mark = "*" if c["index"] == self.chosen["index"] else ""
-            rows.append((mark, c["label"], f"{c['val_balanced_accuracy']:.4f}", f"{c['test_balanced_accuracy']:.4f}",
-                         c["regime"].replace("_", " ")))
+            rows.append((mark, c["label"], f"{c['val_balanced_accuracy']:.4f}", nll(c),
+                         f"{c['test_balanced_accuracy']:.4f}", c["regime"].replace("_", " ")))
         for r in self.references:
-            rows.append(("", f"({r['label']})", f"{r['val_balanced_accuracy']:.4f}",
+            rows.append(("", f"({r['label']})", f"{r['val_balanced_accuracy']:.4f}", nll(r),
                          f"{r['test_balanced_accuracy']:.4f}", "reference, not a candidate"))
-        widths = [max(len(row[i]) for row in rows) for i in range(5)]
-        return "\n".join(f"{a:<{widths[0]}} {b:<{widths[1]}}  {c:>{widths[2]}}  {d:>{widths[3]}}  {e}"
-                         for a, b, c, d, e in rows)
+        widths = [max(len(row[i]) for row in rows) for i in range(6)]
+        return "\n".join(f"{a:<{widths[0]}} {b:<{widths[1]}}  {c:>{widths[2]}}  {d:>{widths[3]}}  {e:>{widths[4]}}  {f}"
+                         for a, b, c, d, e, f in rows)
 
     def summary(self) -> str:
         cost = self.cost
@@ -440,8 +510,8 @@ def tune_beta(
     Args:
         config: a :class:`longtail.train.TrainConfig` with ``loss="ce"``, ``stage="joint"`` and
             ``val_per_class >= 1``; it is trained once as it is.
-        candidates: ``(loss, beta[, gamma])`` tuples (or dicts) in the order that breaks ties; default
-            :func:`paper_grid` (20). Losses: softmax, sigmoid, focal (sigmoid focal), softmax_focal.
+        candidates: ``(loss, beta[, gamma])`` tuples (or dicts) in the order that breaks the ties left after the
+            calibrated NLL; default :func:`paper_grid` (20). Losses: softmax, sigmoid, focal (sigmoid focal), softmax_focal.
         head_epochs: epochs of every head refit over the cached training features.
         out_dir: folder for the CE run (``<out_dir>/ce``: reused when it holds a finished run of this
             configuration, its execution-only fields aside, and resumed when interrupted; a run of another
@@ -510,9 +580,12 @@ def tune_beta(
     feats = {name: extract_features(model, split.images, batch_size=config.eval_batch_size, autocast=amp)
              for name, split in (("train", data.train), ("val", data.val), ("test", data.test))}
     labels = {"train": data.train.labels, "val": data.val.labels, "test": data.test.labels}
+    ce_head: dict[str, float] = {}
     with torch.no_grad():
-        ce_head = {name: balanced_accuracy(model.forward_head(feats[name]).argmax(1, keepdim=True), labels[name],
-                                           data.num_classes).item() for name in ("val", "test")}
+        for name in ("val", "test"):
+            logits = model.forward_head(feats[name]).float()[..., None]  # (N, C, 1)
+            ce_head[name] = balanced_accuracy(logits.argmax(1), labels[name], data.num_classes).item()
+            ce_head[f"{name}_nll"] = calibrated_balanced_nll(logits, labels[name], data.num_classes).item()
     synchronize(device)
     feature_seconds = time.perf_counter() - t0
     log(f"features: train {tuple(feats['train'].shape)}, val {tuple(feats['val'].shape)}, test "
@@ -540,24 +613,28 @@ def tune_beta(
     for i, c in enumerate(everything):
         row: dict[str, Any] = {
             "index": i if c.kind != "reference" else None, "label": c.label, "kind": c.kind, "loss": c.loss,
-            "beta": c.beta, "gamma": c.gamma, "val_balanced_accuracy": scores["val"][i],
-            "test_balanced_accuracy": scores["test"][i], "weights": c.weights(counts).tolist(),
+            "beta": c.beta, "gamma": c.gamma, "val_balanced_accuracy": scores["val"]["balanced_accuracy"][i],
+            "val_balanced_nll": scores["val"]["balanced_nll"][i],
+            "test_balanced_accuracy": scores["test"]["balanced_accuracy"][i],
+            "test_balanced_nll": scores["test"]["balanced_nll"][i], "weights": c.weights(counts).tolist(),
             "regime": c.regime(counts),
         }
         if c.beta is None:
             row.update(betas=list(c.betas or ()), radius=c.radius)
         rows.append(row)
     eligible = rows[: len(grid) + len(per_class)]
-    best = choose([r["val_balanced_accuracy"] for r in eligible])
+    best = choose([r["val_balanced_accuracy"] for r in eligible], [r["val_balanced_nll"] for r in eligible])
     ce_row = {"index": None, "label": "CE-trained head, as it is", "kind": "reference", "loss": "ce", "beta": 0.0,
-              "gamma": 0.0, "val_balanced_accuracy": ce_head["val"], "test_balanced_accuracy": ce_head["test"],
+              "gamma": 0.0, "val_balanced_accuracy": ce_head["val"], "val_balanced_nll": ce_head["val_nll"],
+              "test_balanced_accuracy": ce_head["test"], "test_balanced_nll": ce_head["test_nll"],
               "weights": [1.0] * data.num_classes, "regime": "uniform"}
     reference_rows = [ce_row, *rows[len(eligible):]]
     if cover_info is not None:
         offset = len(grid)
         cover_info["val_balanced_accuracy"] = [r["val_balanced_accuracy"] for r in eligible[offset:]]
+        cover_info["val_balanced_nll"] = [r["val_balanced_nll"] for r in eligible[offset:]]
         cover_info["test_balanced_accuracy"] = [r["test_balanced_accuracy"] for r in eligible[offset:]]
-        pick = choose(cover_info["val_balanced_accuracy"])
+        pick = choose(cover_info["val_balanced_accuracy"], cover_info["val_balanced_nll"])
         cover_info["best"] = eligible[offset + pick]["label"]
         cover_info["best_radius"] = per_class[pick].radius
 

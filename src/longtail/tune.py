@@ -14,10 +14,11 @@ full trainings. :func:`tune_beta` trains once instead:
    focal candidates with the prior bias ``b = -log(C - 1)``, kept out of weight decay, as the trainer does) with
    that candidate's class-balanced loss on the cached features: minibatch AdamW with a cosine learning rate for a
    fixed number of epochs, all candidates in one vectorised pass (one stacked ``(K, C, D)`` weight, one backward
-   per step; Adam's update is per parameter, so this is K independent fits), on one CPU thread (small matrices). AdamW makes each fit insensitive to
-   its loss's overall scale (the official ``mean`` reduction multiplies the gradient by the batch's mean weight),
-   so candidates are compared at their optimum, not at their effective learning rate;
-4. choose by balanced accuracy on the validation split. Ties (equal to ``TIE_TOLERANCE``: a 250-image split moves
+   per step; Adam's update is per parameter, so this is K independent fits), on one CPU thread (small matrices).
+   AdamW makes each fit insensitive to its loss's overall scale (the official ``mean`` reduction multiplies the
+   gradient by the batch's mean weight), so candidates are compared at their optimum, not at their effective
+   learning rate;
+4. choose by balanced accuracy on the validation split. Ties (within ``TIE_TOLERANCE``: a 250-image split moves
    in steps of 0.4 %, and several heads often land on the same count) go to the lowest temperature-calibrated
    balanced NLL on the validation split (:func:`calibrated_balanced_nll`: each class's mean negative log
    softmax probability of its true class, averaged over classes, at the best temperature of a fixed grid per head,
@@ -25,7 +26,7 @@ full trainings. :func:`tune_beta` trains once instead:
    candidate in the fixed order of :func:`paper_grid` (softmax, sigmoid, focal; beta ascending; for focal, gamma
    ascending within each beta), then the per-class-beta candidates (radius ascending).
 
-The test split's balanced accuracy of every refit is reported beside it, never used for the choice. With
+The test split's balanced accuracy and NLL of every refit are reported beside them, never used for the choice. With
 ``per_class_beta`` the search adds candidates whose betas are estimated per class from covering numbers of the
 features (:mod:`longtail.effective`), one per radius of :func:`longtail.effective.radius_grid`, each refit with the
 class-balanced softmax loss. The unweighted softmax refit (beta 0) and inverse frequency (beta 1) are reported as
@@ -62,6 +63,8 @@ CE_FOLDER = "ce"
 TIE_TOLERANCE = 1e-9
 # log2-spaced from 1/16 to 16 (49 points): the temperatures of calibrated_balanced_nll.
 TEMPERATURES = tuple(2.0 ** (k / 6) for k in range(-24, 25))
+# Saved in every tune_beta.json ("order"); the benchmark reruns a file whose rule differs: change it only with the
+# rule.
 SELECTION_RULE = ("the best validation balanced accuracy; ties (within 1e-9) to the lowest temperature-calibrated "
                   "balanced validation NLL, then to the earlier candidate in the paper grid order (softmax, sigmoid "
                   "for beta ascending; focal for beta ascending, gamma ascending within), then per-class betas by "
@@ -75,9 +78,9 @@ __all__ = [
     "PAPER_GAMMAS",
     "PAPER_LOSSES",
     "RESULT_FILE",
-    "TuneResult",
     "SELECTION_RULE",
     "TIE_TOLERANCE",
+    "TuneResult",
     "balanced_accuracy",
     "calibrated_balanced_nll",
     "choose",
@@ -511,7 +514,8 @@ def tune_beta(
         config: a :class:`longtail.train.TrainConfig` with ``loss="ce"``, ``stage="joint"`` and
             ``val_per_class >= 1``; it is trained once as it is.
         candidates: ``(loss, beta[, gamma])`` tuples (or dicts) in the order that breaks the ties left after the
-            calibrated NLL; default :func:`paper_grid` (20). Losses: softmax, sigmoid, focal (sigmoid focal), softmax_focal.
+            calibrated NLL; default :func:`paper_grid` (20). Losses: softmax, sigmoid, focal (sigmoid focal),
+            softmax_focal.
         head_epochs: epochs of every head refit over the cached training features.
         out_dir: folder for the CE run (``<out_dir>/ce``: reused when it holds a finished run of this
             configuration, its execution-only fields aside, and resumed when interrupted; a run of another

@@ -99,9 +99,15 @@ def test_the_acceptance_section_by_hand():
         (100.0, "cdb_stable"): {s: _run(e, 9) for s, e in enumerate([12.1, 12.0, 12.3])},
         (100.0, "cdb_tau1.5"): {s: _run(e, 20) for s, e in enumerate([20.0, 25.0, 13.0])},
     }
-    tuning = {(100.0, s): {"chosen": {"loss": "sigmoid", "beta": 0.9999, "gamma": 0.0, "val_balanced_accuracy": 0.9,
-                                      "test_balanced_accuracy": 0.89},
+    grid = [{"kind": "grid", "loss": "softmax", "beta": 0.9999, "gamma": 0.0, "val_balanced_accuracy": 0.9,
+             "val_balanced_nll": 0.3, "test_balanced_accuracy": 0.88},
+            {"kind": "grid", "loss": "sigmoid", "beta": 0.9999, "gamma": 0.0, "val_balanced_accuracy": 0.9,
+             "val_balanced_nll": 0.2, "test_balanced_accuracy": 0.89}]
+    per_class = {"kind": "per_class_beta", "loss": "softmax", "beta": None, "gamma": 0.0, "val_balanced_accuracy": 0.92,
+                 "val_balanced_nll": 0.25, "test_balanced_accuracy": 0.87}
+    tuning = {(100.0, s): {"chosen": per_class, "candidates": [*grid, per_class],
                            "cost": {"total_seconds": 50.0, "ce_wall_seconds": 100.0}} for s in range(3)}
+    runs[(100.0, "cb_softmax_per_class_beta")] = {s: _run(e, 9) for s, e in enumerate([11.5, 11.6, 11.7])}
     text = "\n".join(cdb_and_beta_section(runs, tuning, [100.0]))
     assert "`cb_softmax_b0.9999` (best class-balanced by val)" in text
     # stable vs CE: gains 1.4, 1.3, 1.3 (mean 1.333) against 2 x max(std 0.153, std 0.153)
@@ -109,12 +115,20 @@ def test_the_acceptance_section_by_hand():
     # paper CDB with seeds all over the place: the gain is negative, and the spread is large
     assert "no (-5.87 vs 2 x 6.03)" in text  # CE 13.47 - mean(20, 25, 13) = -5.87; std(20, 25, 13) = 6.03
     assert paired_difference(runs[(100.0, "cdb_stable")], runs[(100.0, "cb_softmax_b0.9999")], "error") in text
-    # tune-beta chose cb_sigmoid_b0.9999 (10.1 on average) against the paper grid's best by validation (11.3):
-    # the difference is -1.20, and its cost 50 s against 20 x 100 s (the grid's runs are not all there)
+    # tune-beta chose the per-class betas (11.6 on average) against the paper grid's best by validation (11.3): +0.30
+    assert "tune-beta's choices trained end to end average 11.60 % test error" in text
+    assert "difference +0.30 points" in text
+    # within the paper grid the tie at 0.9 goes to the lower NLL, cb_sigmoid_b0.9999 (10.1 on average): -1.20
+    assert "| `cb_softmax_per_class_beta` (0.920 / 0.8700) | 11.50 | `cb_sigmoid_b0.9999` | 10.00 |" in text
+    assert "its choices within the paper grid trained end to end average 10.10 % test error" in text
     assert "difference -1.20 points" in text
-    assert "0.025 against 20 x the CE run's time" in text
-    # two of the grid's runs (100 s each) are finished for every seed: their sum bounds the ratio from above
-    assert "at most 0.250: 2 of the grid's 20 runs are finished" in text
+    # its cost 50 s against 20 x 100 s; 2 of the grid's 20 runs are finished: too few to bound the ratio
+    assert "0.025 against 20 x the CE run's time; 2 of the grid's 20 runs are finished" in text
+    # with half the grid finished (100 s each) their sum bounds the ratio from above
+    for name in [c.name for c in matrix.cells() if c.family in ("cb_focal",)][:8]:
+        runs[(100.0, name)] = {s: _run(12.0, 30) for s in range(3)}
+    text = "\n".join(cdb_and_beta_section(runs, tuning, [100.0]))
+    assert "at most 0.050: 10 of the grid's 20 runs are finished" in text
 
 
 def test_the_cost_estimate_scales_by_training_set_size():

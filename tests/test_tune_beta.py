@@ -20,6 +20,7 @@ from longtail.tune import (
     balanced_accuracy,
     calibrated_balanced_nll,
     choose,
+    choose_row,
     paper_grid,
     per_class_beta_search,
     refit_heads,
@@ -65,6 +66,12 @@ def test_the_cli_prints_the_table_and_the_choice_and_writes_the_file(cli_run):
     # The best accuracy; among those tied with it, the lowest calibrated NLL, then the earliest.
     best = min((i for i, s in enumerate(scores) if s >= max(scores) - 1e-9), key=lambda i: (nll[i], i))
     assert result.chosen == result.candidates[best] and result.chosen["index"] == best
+    # The same rule within the paper grid alone, and within the per-class betas alone (the radius it reports).
+    in_grid = [i for i in range(20) if scores[i] >= max(scores[:20]) - 1e-9]
+    assert result.grid_chosen == result.candidates[min(in_grid, key=lambda i: (nll[i], i))]
+    assert result.per_class_beta["best_radius"] == choose_row(result.candidates, ("per_class_beta",))["radius"]
+    if result.grid_chosen["index"] != result.chosen["index"]:
+        assert "within the paper grid: " + result.grid_chosen["label"] in text
     assert all(0.0 <= s <= 1.0 for s in scores) and all(0.0 <= v < math.inf for v in nll)
     assert all(r["val_balanced_nll"] >= 0.0 and r["test_balanced_nll"] >= 0.0 for r in result.references)
     assert "val nll" in text.splitlines()[0] or any("val nll" in line for line in text.splitlines())
@@ -108,6 +115,7 @@ def test_an_existing_file_is_refused_without_overwrite_and_the_ce_run_is_reused(
                        candidates=[("softmax", 0.99), ("focal", 0.999, 2.0)])
     assert result.cost["ce_run_reused"] is True
     assert [c["label"] for c in result.candidates] == ["softmax beta 0.99", "focal beta 0.999 gamma 2"]
+    assert result.grid_chosen == result.chosen  # no per-class candidates: the two choices are one
     assert json.loads((out / "tune_beta.json").read_text()) == json.loads(json.dumps(result.to_dict()))
     # Another configuration's CE run is not reused silently.
     with pytest.raises(ValueError, match=r"out_dir must hold no CE run or one of this configuration; got .*seed"):
@@ -184,6 +192,16 @@ def test_equal_counts_in_another_order_tie():
     scores = balanced_accuracy(predictions, labels, 10).tolist()
     assert scores[0] != scores[1] and scores[0] == pytest.approx(scores[1], abs=1e-12)  # 0.908 and 0.9079999999999998
     assert choose(scores, [0.5, 0.4]) == 1 and choose(scores, [0.4, 0.5]) == 0
+
+
+def test_choose_row_picks_among_the_kinds_asked_for():
+    rows = [{"kind": "grid", "val_balanced_accuracy": 0.8, "val_balanced_nll": 0.5, "label": "a"},
+            {"kind": "grid", "val_balanced_accuracy": 0.8, "val_balanced_nll": 0.4, "label": "b"},
+            {"kind": "per_class_beta", "val_balanced_accuracy": 0.9, "val_balanced_nll": 0.9, "label": "c"}]
+    assert choose_row(rows)["label"] == "c"
+    assert choose_row(rows, ("grid",))["label"] == "b"  # the tie at 0.8 to the lower NLL
+    with pytest.raises(ValueError, match=r"rows must hold a candidate of kind \['reference'\]; got none"):
+        choose_row(rows, ("reference",))
 
 
 def test_choose_breaks_ties_by_the_lower_loss_then_the_earlier_index():

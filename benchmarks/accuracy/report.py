@@ -183,15 +183,6 @@ def load_tuning(results: Path) -> dict[tuple[float, int], dict[str, Any]]:
     return found
 
 
-def grid_choice(tuning: dict[str, Any]) -> dict[str, Any]:
-    """What a ``tune_beta.json``'s rule chooses among the paper grid's candidates alone (its per-class-beta
-    candidates left out): the issue compares tune-beta's beta with the grid's and the per-class betas separately."""
-    from longtail.tune import choose
-
-    grid = [c for c in tuning["candidates"] if c["kind"] == "grid"]
-    return grid[choose([c["val_balanced_accuracy"] for c in grid], [c["val_balanced_nll"] for c in grid])]
-
-
 def grid_cell_of(chosen: dict[str, Any]) -> str:
     """The matrix cell that trains ``tune_beta``'s chosen candidate end to end."""
     if chosen.get("beta") is None:
@@ -221,6 +212,8 @@ def _errors(seeds: dict[int, dict[str, Any]]) -> list[float]:
 def cdb_and_beta_section(runs: dict, tuning: dict, rhos: list[float]) -> list[str]:
     """The CDB/beta issue's acceptance: stable CDB against CE and the best class-balanced configuration, the paper's
     CDB as it is, tune-beta's choice against the grid's, per-class betas against the best single beta."""
+    from longtail.tune import choose_row
+
     grid = cells()
     lines = ["## CDB and beta from the data (the extensions beyond the papers)", "",
              "Every number is a full training on the recipe above unless it says *refit*. *Best by validation*: the "
@@ -279,7 +272,7 @@ def cdb_and_beta_section(runs: dict, tuning: dict, rhos: list[float]) -> list[st
                 ratio = (f"{cost / (len(paper) * ce_wall):.3f} against {len(paper)} x the CE run's time; {finished} of "
                          f"the grid's {len(paper)} runs are finished")
             columns = []
-            for kind, chosen in (("choice", t["chosen"]), ("grid", grid_choice(t))):
+            for kind, chosen in (("choice", t["chosen"]), ("grid", choose_row(t["candidates"], ("grid",)))):
                 cell = grid_cell_of(chosen)
                 full = runs.get((rho, cell), {}).get(seed)
                 if full is not None:

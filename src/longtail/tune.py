@@ -41,7 +41,7 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,6 +84,7 @@ __all__ = [
     "balanced_accuracy",
     "calibrated_balanced_nll",
     "choose",
+    "choose_row",
     "extract_features",
     "paper_grid",
     "per_class_beta_candidates",
@@ -206,6 +207,16 @@ def choose(scores: Sequence[float], tiebreak: Sequence[float] | None = None, *,
     if tiebreak is None:
         return tied[0]
     return min(tied, key=lambda i: (math.inf if math.isnan(tiebreak[i]) else tiebreak[i], i))
+
+
+def choose_row(rows: Sequence[dict[str, Any]], kinds: Collection[str] | None = None) -> dict[str, Any]:
+    """The candidate row (:attr:`TuneResult.candidates`' form) that :func:`choose` picks by validation balanced
+    accuracy and, on ties, validation NLL, among ``rows`` or those of the given ``kinds`` (``"grid"``: the paper
+    grid's alone)."""
+    pool = [r for r in rows if kinds is None or r["kind"] in kinds]
+    if not pool:
+        raise ValueError(f"rows must hold a candidate of kind {sorted(kinds or [])}; got none")
+    return pool[choose([r["val_balanced_accuracy"] for r in pool], [r["val_balanced_nll"] for r in pool])]
 
 
 def balanced_accuracy(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -424,7 +435,8 @@ class TuneResult:
     refit (beta 0) and inverse frequency (beta 1), never chosen. ``per_class_beta``: the covering-number search
     (radii, ``N_c`` and betas per radius) or None. ``cost``: seconds of the CE run, the features, the covering
     numbers and the refits, their total, and the estimated cost of the same grid with full trainings (candidates x
-    the CE run's wall time) with the ratio of the two.
+    the CE run's wall time) with the ratio of the two. ``grid_chosen``: the same rule's choice among the paper
+    grid's candidates alone (:func:`choose_row`; None without them), which the per-class betas are set against.
     """
 
     chosen: dict[str, Any]
@@ -437,6 +449,7 @@ class TuneResult:
     train_counts: list[int]
     val_counts: list[int]
     ce_run: str | None
+    grid_chosen: dict[str, Any] | None = None
     order: str = SELECTION_RULE
     note: str = "an extension beyond the paper: heads refit on a frozen CE backbone, chosen on validation"
     extras: dict[str, Any] = field(default_factory=dict)
@@ -465,13 +478,15 @@ class TuneResult:
     def summary(self) -> str:
         cost = self.cost
         chosen = self.chosen
+        grid = "" if self.grid_chosen is None or self.grid_chosen["index"] == chosen["index"] else (
+            f"; within the paper grid: {self.grid_chosen['label']} (validation "
+            f"{self.grid_chosen['val_balanced_accuracy']:.4f})")
         return (f"chosen: {chosen['label']} (validation balanced accuracy {chosen['val_balanced_accuracy']:.4f}, "
                 f"test {chosen['test_balanced_accuracy']:.4f}); cost {cost['total_seconds']:.1f}s (CE run "
                 f"{cost['ce_wall_seconds']:.1f}s, features {cost['feature_seconds']:.1f}s, covering numbers "
                 f"{cost['cover_seconds']:.1f}s, {cost['num_refits']} refits {cost['refit_seconds']:.1f}s) against "
                 f"about {cost['full_grid_seconds_estimate']:.0f}s for the {cost['num_candidates']} candidates with "
-                f"full trainings "
-                f"(ratio {cost['ratio']:.3f})")
+                f"full trainings (ratio {cost['ratio']:.3f})" + grid)
 
 
 def _check_config(config: Any) -> Any:
@@ -627,7 +642,6 @@ def tune_beta(
             row.update(betas=list(c.betas or ()), radius=c.radius)
         rows.append(row)
     eligible = rows[: len(grid) + len(per_class)]
-    best = choose([r["val_balanced_accuracy"] for r in eligible], [r["val_balanced_nll"] for r in eligible])
     ce_row = {"index": None, "label": "CE-trained head, as it is", "kind": "reference", "loss": "ce", "beta": 0.0,
               "gamma": 0.0, "val_balanced_accuracy": ce_head["val"], "val_balanced_nll": ce_head["val_nll"],
               "test_balanced_accuracy": ce_head["test"], "test_balanced_nll": ce_head["test_nll"],
@@ -638,9 +652,9 @@ def tune_beta(
         cover_info["val_balanced_accuracy"] = [r["val_balanced_accuracy"] for r in eligible[offset:]]
         cover_info["val_balanced_nll"] = [r["val_balanced_nll"] for r in eligible[offset:]]
         cover_info["test_balanced_accuracy"] = [r["test_balanced_accuracy"] for r in eligible[offset:]]
-        pick = choose(cover_info["val_balanced_accuracy"], cover_info["val_balanced_nll"])
-        cover_info["best"] = eligible[offset + pick]["label"]
-        cover_info["best_radius"] = per_class[pick].radius
+        pick = choose_row(eligible, ("per_class_beta",))
+        cover_info["best"] = pick["label"]
+        cover_info["best_radius"] = pick["radius"]
 
     ce_wall = float(ce_result["wall_seconds"])
     total = data_seconds + ce_wall + feature_seconds + cover_seconds + refit_seconds
@@ -661,7 +675,7 @@ def tune_beta(
         "estimate_basis": "number of candidates x the CE run's wall time (data loading not counted in it)",
     }
     result = TuneResult(
-        chosen=dict(eligible[best]),
+        chosen=dict(choose_row(eligible)),
         candidates=eligible,
         references=reference_rows,
         per_class_beta=cover_info,
@@ -674,6 +688,7 @@ def tune_beta(
         train_counts=counts.tolist(),
         val_counts=data.val_counts.tolist(),
         ce_run=None if out is None else str(out / CE_FOLDER),
+        grid_chosen=dict(choose_row(eligible, ("grid",))) if grid else None,
         extras={"ce_val_balanced_accuracy": ce_head["val"], "ce_test_balanced_accuracy": ce_head["test"],
                 "device": str(device)},
     )

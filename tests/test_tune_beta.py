@@ -8,6 +8,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 import longtail
 from longtail.cli import main
@@ -192,6 +194,18 @@ def test_equal_counts_in_another_order_tie():
     scores = balanced_accuracy(predictions, labels, 10).tolist()
     assert scores[0] != scores[1] and scores[0] == pytest.approx(scores[1], abs=1e-12)  # 0.908 and 0.9079999999999998
     assert choose(scores, [0.5, 0.4]) == 1 and choose(scores, [0.4, 0.5]) == 0
+
+
+@given(st.lists(st.tuples(st.sampled_from([0.5, 0.7, 0.9, 0.9 + 1e-15, 0.9 - 1e-15]),
+                          st.floats(0.0, 3.0) | st.just(math.nan)), min_size=1, max_size=12))
+def test_choose_picks_a_best_score_and_the_lowest_loss_among_the_tied(pairs):
+    scores, losses = [p[0] for p in pairs], [p[1] for p in pairs]
+    i = choose(scores, losses)
+    tied = [j for j, v in enumerate(scores) if v >= max(scores) - 1e-9]
+    assert i in tied
+    key = [math.inf if math.isnan(losses[j]) else losses[j] for j in range(len(losses))]
+    assert all(key[i] < key[j] or (key[i] == key[j] and i < j) for j in tied if j != i)
+    assert choose(scores) == tied[0]
 
 
 def test_choose_row_picks_among_the_kinds_asked_for():

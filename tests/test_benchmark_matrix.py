@@ -115,13 +115,15 @@ def test_the_acceptance_section_by_hand():
     # paper CDB with seeds all over the place: the gain is negative, and the spread is large
     assert "no (-5.87 vs 2 x 6.03)" in text  # CE 13.47 - mean(20, 25, 13) = -5.87; std(20, 25, 13) = 6.03
     assert paired_difference(runs[(100.0, "cdb_stable")], runs[(100.0, "cb_softmax_b0.9999")], "error") in text
-    # tune-beta chose the per-class betas (11.6 on average) against the paper grid's best by validation (11.3): +0.30
-    assert "tune-beta's choices trained end to end average 11.60 % test error" in text
-    assert "difference +0.30 points" in text
-    # within the paper grid the tie at 0.9 goes to the lower NLL, cb_sigmoid_b0.9999 (10.1 on average): -1.20
-    assert "| `cb_softmax_per_class_beta` (0.920 / 0.8700) | 11.50 | `cb_sigmoid_b0.9999` | 10.00 |" in text
-    assert "its choices within the paper grid trained end to end average 10.10 % test error" in text
+    # tune-beta (the paper grid, its default): the tie at 0.9 goes to the lower NLL, cb_sigmoid_b0.9999 (10.1 on
+    # average) against the paper grid's best by validation (cb_softmax_b0.9999, 11.3): -1.20
+    assert "| `cb_sigmoid_b0.9999` (0.900 / 0.8900) | 10.00 | `cb_softmax_per_class_beta` | 11.50 |" in text
+    assert "tune-beta's choices (the paper grid, its default) trained end to end average 10.10 % test error" in text
     assert "difference -1.20 points" in text
+    # with the per-class candidates too it chose the per-class betas (0.92 on validation; 11.6 on average): +0.30
+    assert ("its choices with the per-class candidates too (`--per-class-beta`) trained end to end average 11.60 % "
+            "test error") in text
+    assert "difference +0.30 points" in text
     # its cost 50 s against 20 x 100 s; 2 of the grid's 20 runs are finished: too few to bound the ratio
     assert "0.025 against 20 x the CE run's time; 2 of the grid's 20 runs are finished" in text
     # with half the grid finished (100 s each) their sum bounds the ratio from above
@@ -254,3 +256,72 @@ def test_the_toolbox_table_marks_the_group_with_the_lowest_validation_error():
     assert "| 100 | class-balanced loss | `cb_softmax_b0.9999` | 3 | 11.30 ± 0.10 | 8.00 ± 0.00 |" in text
     assert "| 100 | LDAM-DRW **(lowest val)** | `ldam_drw` |" in text
     assert text.count("(lowest val)** |") == 1
+
+
+def test_the_run_log_lists_invocations_that_trained_and_counts_the_idle_ones():
+    from report import session_lines
+
+    machine = {"cpu": "x", "cores": 2, "torch": "2.13.0"}
+    cells = ",".join(f"c{i}" for i in range(10))
+    sessions = [
+        {"command": f"run.py --imbalances 50 --only {cells}", "started": "t0", "cells_trained": 3,
+         "wall_seconds": 600, "workers": 2, "machine": machine, "finished": False},
+        {"command": "run.py --only a,b", "started": "t1", "cells_trained": 0, "wall_seconds": 1, "workers": 2,
+         "machine": machine, "finished": True},
+        {"command": "run.py --only a,b", "started": "t2", "cells_trained": 0, "wall_seconds": 1, "workers": 2,
+         "machine": machine, "finished": True},
+    ]
+    lines = session_lines(sessions)
+    assert len(lines) == 2
+    assert "`run.py --imbalances 50 --only c0,c1,c2,... (10 cells)`" in lines[0]
+    assert "3 runs in 10 min wall" in lines[0] and "Stopped part-way" in lines[0]
+    assert lines[1] == "- 2 more invocations found every cell they asked for finished and trained nothing."
+    assert session_lines(sessions[:1]) == lines[:1]
+
+
+def _write_result(out, rho, cell, seed, **changes):
+    import run as runner
+
+    folder = matrix.run_folder(out, rho, cell.name, seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {**TrainConfig(**matrix.config_for(cell, rho, seed, out)).to_dict(), **changes.pop("config", {})}
+    result = {"status": "complete", "autocast": "bfloat16", "config": config, **changes}
+    (folder / "result.json").write_text(json.dumps(result))
+    return runner
+
+
+def test_run_state_tells_finished_stopped_and_stale_runs_apart(tmp_path):
+    by_name = {c.name: c for c in matrix.cells()}
+    ce, tune = by_name["ce"], by_name["tune_beta"]
+    runner = _write_result(tmp_path, 100, ce, 0)
+    assert runner.run_state(100, 0, ce, tmp_path) == "finished"
+    assert runner.run_state(100, 1, ce, tmp_path) == "todo"  # nothing there
+    _write_result(tmp_path, 100, ce, 1, status="running")
+    assert runner.run_state(100, 1, ce, tmp_path) == "todo"  # stopped part-way: resumes
+    _write_result(tmp_path, 100, ce, 2, config={"lr": 0.1})
+    assert runner.run_state(100, 2, ce, tmp_path) == "stale"
+    assert runner.run_state(100, 0, tune, tmp_path) == "todo"
+    from longtail.tune import SELECTION_RULE
+
+    folder = matrix.run_folder(tmp_path, 100, "tune_beta", 0)
+    folder.mkdir(parents=True)
+    config = TrainConfig(**matrix.config_for(tune, 100, 0, tmp_path)).to_dict()
+    (folder / matrix.TUNE_FILE).write_text(json.dumps({"order": SELECTION_RULE, "config": config}))
+    assert runner.run_state(100, 0, tune, tmp_path) == "finished"
+    (folder / matrix.TUNE_FILE).write_text(json.dumps({"order": "an older rule", "config": config}))
+    assert runner.run_state(100, 0, tune, tmp_path) == "todo"
+    assert runner.needs_checkpoint(tune) and not runner.needs_checkpoint(ce)
+    assert not runner.needs_checkpoint(by_name["cb_softmax_per_class_beta"])  # reads tune_beta.json, not weights
+    assert runner.finished_precisions(tmp_path, 100) == {"bfloat16": 2}  # the running one is not counted
+
+
+def test_the_runner_refuses_to_mix_precisions_within_an_imbalance(tmp_path, monkeypatch, capsys):
+    by_name = {c.name: c for c in matrix.cells()}
+    runner = _write_result(tmp_path, 100, by_name["ce"], 0)
+    monkeypatch.setattr(runner, "precision", lambda cell, rho, seed: "off")  # a CPU without native bfloat16
+    with pytest.raises(SystemExit) as exit_info:
+        runner.main(["--imbalances", "100", "--seeds", "0", "--only", "ce,cb_softmax_b0.9999", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "bfloat16 autocast (1 runs)" in err and "the 1 runs left in float32" in err and "--mixed-precision" in err
+    assert not (tmp_path / "manifest.json").exists()  # refused before any work

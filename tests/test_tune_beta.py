@@ -44,7 +44,8 @@ def cli_run(tmp_path_factory):
 
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
-        assert main(["tune-beta", *CLI_FAST, "--out", str(out), "--head-epochs", "4", "--quiet"]) == 0
+        assert main(["tune-beta", *CLI_FAST, "--out", str(out), "--head-epochs", "4", "--per-class-beta",
+                     "--quiet"]) == 0
     return out, stdout.getvalue()
 
 
@@ -113,8 +114,9 @@ def test_an_existing_file_is_refused_without_overwrite_and_the_ce_run_is_reused(
         tune_beta(TrainConfig(**FAST), out_dir=out)
     assert (out / "tune_beta.json").read_text() == before
     # With overwrite: the finished CE run is reused (not retrained), the file replaced.
-    result = tune_beta(TrainConfig(**FAST), out_dir=out, overwrite=True, head_epochs=2, per_class_beta=False,
+    result = tune_beta(TrainConfig(**FAST), out_dir=out, overwrite=True, head_epochs=2,
                        candidates=[("softmax", 0.99), ("focal", 0.999, 2.0)])
+    assert result.per_class_beta is None  # the per-class candidates are opt-in
     assert result.cost["ce_run_reused"] is True
     assert [c["label"] for c in result.candidates] == ["softmax beta 0.99", "focal beta 0.999 gamma 2"]
     assert result.grid_chosen == result.chosen  # no per-class candidates: the two choices are one

@@ -202,7 +202,21 @@ def quick_cells() -> list[Cell]:
     return grid
 
 
-GRIDS = {"matrix": cells, "convergence": convergence_cells, "recipe": recipe_cells, "quick": quick_cells}
+# bfloat16 against float32 at the converged recipe (the convergence study compared them at 20 epochs): the matrix's
+# cells that carry its headline comparisons, CE, the best class-balanced cell by validation at imbalance 100 and the
+# stable CDB (whose weights follow validation accuracy, so a precision change could move them), again in float32.
+# Paired by seed with the matrix's runs (bfloat16 autocast where the CPU has it) in benchmarks/results/precision.
+PRECISION = ("ce", "cb_sigmoid_b0.9999", "cdb_stable")
+
+
+def precision_cells() -> list[Cell]:
+    by_name = {c.name: c for c in cells()}
+    return [Cell(f"{name}_fp32", by_name[name].family, {**by_name[name].overrides, "amp": "off"},
+                 beta=by_name[name].beta, gamma=by_name[name].gamma) for name in PRECISION]
+
+
+GRIDS = {"matrix": cells, "convergence": convergence_cells, "recipe": recipe_cells, "quick": quick_cells,
+         "precision": precision_cells}
 
 
 def run_folder(out: str | Path, imbalance: float, name: str, seed: int) -> Path:

@@ -224,9 +224,9 @@ def cdb_and_beta_section(runs: dict, tuning: dict, rhos: list[float]) -> list[st
     paper = [c.name for c in grid if c.family in PAPER_GRID_FAMILIES]
     rows = ["| imbalance | cell | seeds | test error % | Δ vs CE [95% CI] | Δ vs best class-balanced [95% CI] | "
             "gain > 2 std? | CDB weights: mean max move / epoch, share exactly 0 |", "|---|---|---|---|---|---|---|---|"]
-    beta_rows = ["| imbalance | seed | tune-beta's choice (refit val / test bal. acc.) | its full-training error % | "
-                 "its choice within the paper grid | its full-training error % | cost s (ratio to the grid's) |",
-                 "|---|---|---|---|---|---|---|"]
+    beta_rows = ["| imbalance | seed | tune-beta's choice, the paper grid (refit val / test bal. acc.) | its "
+                 "full-training error % | its choice with the per-class candidates (`--per-class-beta`) | its "
+                 "full-training error % | cost s (ratio to the grid's) |", "|---|---|---|---|---|---|---|"]
     summary_rows = []
     for rho in rhos:
         ce = runs.get((rho, "ce"), {})
@@ -252,9 +252,10 @@ def cdb_and_beta_section(runs: dict, tuning: dict, rhos: list[float]) -> list[st
                         f"{paired_difference(seeds, ce, 'error') if name != 'ce' else ''} | "
                         f"{paired_difference(seeds, cb, 'error') if name not in (best_cb,) and cb else ''} | "
                         f"{verdict} | {swing} |")
-        # tune-beta's choice, and its choice among the paper grid's 20 alone, trained end to end, against the paper
-        # grid's best by validation
-        picks: dict[str, list[tuple[int, float]]] = {"choice": [], "grid": []}
+        # tune-beta's choice (by default among the paper grid's 20), and its choice with the per-class candidates
+        # too (the benchmark's tuning runs have both), trained end to end, against the paper grid's best by
+        # validation
+        picks: dict[str, list[tuple[int, float]]] = {"grid": [], "with_per_class": []}
         for seed in sorted(k for (r, k) in tuning if r == rho):
             t = tuning[(rho, seed)]
             grid_seconds = [runs.get((rho, n), {}).get(seed, {}).get("wall_seconds") for n in paper]
@@ -272,17 +273,19 @@ def cdb_and_beta_section(runs: dict, tuning: dict, rhos: list[float]) -> list[st
                 ratio = (f"{cost / (len(paper) * ce_wall):.3f} against {len(paper)} x the CE run's time; {finished} of "
                          f"the grid's {len(paper)} runs are finished")
             columns = []
-            for kind, chosen in (("choice", t["chosen"]), ("grid", choose_row(t["candidates"], ("grid",)))):
+            for kind, chosen in (("grid", choose_row(t["candidates"], ("grid",))),
+                                 ("with_per_class", choose_row(t["candidates"], ("grid", "per_class_beta")))):
                 cell = grid_cell_of(chosen)
                 full = runs.get((rho, cell), {}).get(seed)
                 if full is not None:
                     picks[kind].append((seed, _metric(full, "error")))
                 scores = (f" ({chosen['val_balanced_accuracy']:.3f} / {chosen['test_balanced_accuracy']:.4f})"
-                          if kind == "choice" else "")
+                          if kind == "grid" else "")
                 columns += [f"`{cell}`{scores}", "-" if full is None else f"{_metric(full, 'error'):.2f}"]
             beta_rows.append(f"| {rho:g} | {seed} | {' | '.join(columns)} | {cost:.0f} ({ratio}) |")
         bp = runs.get((rho, best_paper), {}) if best_paper else {}
-        for kind, what in (("choice", "tune-beta's choices"), ("grid", "its choices within the paper grid")):
+        for kind, what in (("grid", "tune-beta's choices (the paper grid, its default)"),
+                           ("with_per_class", "its choices with the per-class candidates too (`--per-class-beta`)")):
             common = [(k, e) for k, e in picks[kind] if k in bp]
             if common:
                 diff = statistics.fmean(e - _metric(bp[k], "error") for k, e in common)
@@ -424,6 +427,41 @@ def cost_estimate(runs: dict) -> str:
             "is trained over several sessions (resumable), the acceptance cells first.")
 
 
+def _short_command(command: str, keep: int = 3) -> str:
+    """The command with a long ``--only`` list cut to its first cells and a count (the lists run to 30 cells)."""
+    words = command.split()
+    for i, word in enumerate(words[:-1]):
+        if word == "--only":
+            names = words[i + 1].split(",")
+            if len(names) > keep:
+                words[i + 1] = ",".join(names[:keep]) + f",... ({len(names)} cells)"
+    return " ".join(words)
+
+
+def session_lines(sessions: list[dict[str, Any]]) -> list[str]:
+    """One line per invocation of the runner that trained something; the ones that found their cells finished
+    (a restarted ``run_matrix.sh`` walks its finished steps again) are counted in one line, not listed."""
+    lines, idle = [], 0
+    for session in sessions:
+        count = session.get("cells_trained")
+        if count == 0:
+            idle += 1
+            continue
+        machine = session.get("machine", {})
+        lines.append(
+            f"- Run `{_short_command(session['command'])}` on {session['started']}: "
+            f"{'?' if count is None else count} runs in "
+            f"{session['wall_seconds'] / 60:.0f} min wall ({session['workers']} workers; {machine.get('cpu', '?')}, "
+            f"{machine.get('cores', '?')} cores, torch {machine.get('torch', '?')})."
+            + (" Stopped part-way (or still running when this report was made); resumed by a later run."
+               if session.get("finished") is False else "")
+            + (f" {session['note']}" if session.get("note") else "")
+        )
+    if idle:
+        lines.append(f"- {idle} more invocations found every cell they asked for finished and trained nothing.")
+    return lines
+
+
 def write_report(results: Path, docs: Path) -> Path:
     runs = load(results)
     grid = cells()
@@ -458,17 +496,7 @@ def write_report(results: Path, docs: Path) -> Path:
         f"{RECIPE['few_threshold']}, medium in between.",
         "",
     ]
-    for session in manifest.get("sessions", []):
-        machine = session.get("machine", {})
-        count = "?" if session.get("cells_trained") is None else session["cells_trained"]
-        lines.append(
-            f"- Run `{session['command']}` on {session['started']}: {count} runs in "
-            f"{session['wall_seconds'] / 60:.0f} min wall ({session['workers']} workers; {machine.get('cpu', '?')}, "
-            f"{machine.get('cores', '?')} cores, torch {machine.get('torch', '?')})."
-            + (" Stopped part-way (or still running when this report was made); resumed by a later run."
-               if session.get("finished") is False else "")
-            + (f" {session['note']}" if session.get("note") else "")
-        )
+    lines += session_lines(manifest.get("sessions", []))
     all_runs = [r for seeds in runs.values() for r in seeds.values()]
     estimate = cost_estimate(runs)
     if estimate:

@@ -44,6 +44,57 @@ from report import _metric  # noqa: E402
 _DATA_CACHE: dict[tuple[float, int], Any] = {}
 
 
+def run_state(imbalance: float, seed: int, cell: Cell, out: str | Path) -> str:
+    """``"finished"`` (a complete result of this cell's recipe, or for a ``tune_beta`` cell a ``tune_beta.json`` of
+    its configuration and the installed selection rule), ``"stale"`` (a result of another recipe: it starts over),
+    or ``"todo"`` (nothing yet, or a run stopped part-way, which resumes)."""
+    from longtail.train import TrainConfig
+
+    folder = run_folder(out, imbalance, cell.name, seed)
+    config = TrainConfig(**config_for(cell, imbalance, seed, out)).to_dict()
+    if cell.kind == "tune_beta":
+        target = folder / TUNE_FILE
+        return "finished" if target.exists() and tuning_is_current(json.loads(target.read_text()), config) else "todo"
+    result_file = folder / "result.json"
+    if not result_file.exists():
+        return "todo"
+    saved = json.loads(result_file.read_text())
+    # from_dict fills in fields added to TrainConfig since the cell ran.
+    if not same_recipe(TrainConfig.from_dict(saved["config"]).to_dict(), config):
+        return "stale"
+    return "finished" if saved.get("status") == "complete" else "todo"
+
+
+def needs_checkpoint(cell: Cell) -> bool:
+    """Whether the cell starts from its parent's weights (a later stage, or tune-beta's refits on the CE run)."""
+    return cell.starts_from_parent or cell.kind == "tune_beta"
+
+
+def precision(cell: Cell, imbalance: float, seed: int) -> str:
+    """The precision this machine trains ``cell`` in, as ``result.json`` records it (``"bfloat16"`` or ``"off"``)."""
+    import torch
+
+    from longtail.train import TrainConfig
+    from longtail.train.device import autocast_enabled
+
+    config = TrainConfig(**config_for(cell, imbalance, seed))
+    return "bfloat16" if autocast_enabled(config.amp, torch.device(config.device)) else "off"
+
+
+_NAMES = {"off": "float32", "bfloat16": "bfloat16 autocast"}
+
+
+def finished_precisions(out: str | Path, imbalance: float) -> dict[str, int]:
+    """How many finished runs under ``out`` at ``imbalance`` trained in each precision (``result.json``'s
+    ``autocast``)."""
+    found: dict[str, int] = {}
+    for path in (Path(out) / "runs" / f"rho{imbalance:g}").glob("*/seed*/result.json"):
+        result = json.loads(path.read_text())
+        if result.get("status") == "complete":
+            found[result.get("autocast", "?")] = found.get(result.get("autocast", "?"), 0) + 1
+    return found
+
+
 def _run_cell(job: tuple[float, int, Cell, str, bool]) -> tuple[str, float, int, float] | None:
     """Trains one cell (skipped when finished with the same recipe); workers keep the last prepared data.
 
@@ -60,20 +111,16 @@ def _run_cell(job: tuple[float, int, Cell, str, bool]) -> tuple[str, float, int,
     folder = run_folder(out, imbalance, cell.name, seed)
     if cell.kind == "tune_beta":
         return _tune_cell(imbalance, seed, cell, out, folder)
-    result_file = folder / "result.json"
     config = TrainConfig(**config_for(cell, imbalance, seed, out))
     before = None
-    if result_file.exists():
-        saved = json.loads(result_file.read_text())
-        # from_dict fills in fields added to TrainConfig since the cell ran.
-        same = same_recipe(TrainConfig.from_dict(saved["config"]).to_dict(), config.to_dict())
-        if same and saved.get("status") == "complete":
-            if not is_parent or (folder / "checkpoint.pt").exists():
-                return None
-            before = saved["final"]["accuracy"]
-            shutil.rmtree(folder)  # its children need its weights: the same seeded run again
-        elif not same:  # the recipe changed: this cell starts over
-            shutil.rmtree(folder)
+    state = run_state(imbalance, seed, cell, out)
+    if state == "finished":
+        if not is_parent or (folder / "checkpoint.pt").exists():
+            return None
+        before = json.loads((folder / "result.json").read_text())["final"]["accuracy"]
+        shutil.rmtree(folder)  # its children need its weights: the same seeded run again
+    elif state == "stale":  # the recipe changed: this cell starts over
+        shutil.rmtree(folder)
     key = (imbalance, seed)
     if key not in _DATA_CACHE:
         _DATA_CACHE.clear()  # one dataset per worker at a time
@@ -99,10 +146,8 @@ def _tune_cell(imbalance: float, seed: int, cell: Cell, out: str, folder: Path) 
     from longtail.train import TrainConfig
 
     config = TrainConfig(**config_for(cell, imbalance, seed, out))
-    target = folder / TUNE_FILE
-    if target.exists():
-        if tuning_is_current(json.loads(target.read_text()), config.to_dict()):
-            return None
+    if run_state(imbalance, seed, cell, out) == "finished":
+        return None
     parent = run_folder(out, imbalance, cell.parent, seed)
     if not (parent / "checkpoint.pt").exists():
         print(f"rho {imbalance:>5g}  seed {seed}  {cell.name:<24} FAILED: its parent {parent} has no checkpoint",
@@ -116,7 +161,8 @@ def _tune_cell(imbalance: float, seed: int, cell: Cell, out: str, folder: Path) 
         shutil.copy2(parent / name, ce / name)
     start = time.perf_counter()
     try:
-        result = tune_beta(config, out_dir=folder, overwrite=True)
+        # per-class candidates too: their best radius is the cb_softmax_per_class_beta cell's
+        result = tune_beta(config, out_dir=folder, overwrite=True, per_class_beta=True)
     except Exception as exc:  # one failed cell must not stop the matrix
         print(f"rho {imbalance:>5g}  seed {seed}  {cell.name:<24} FAILED: {type(exc).__name__}: {exc}", flush=True)
         return None
@@ -138,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--in-order", action="store_true",
                         help="train the --only cells in the order listed, every seed of one before the next (default: "
                              "the longest runs first), so a matrix cut short has whole cells done")
+    parser.add_argument("--mixed-precision", action="store_true",
+                        help="train even where this machine's precision (amp='auto': bfloat16 only with native "
+                             "bfloat16) differs from that of the finished runs at the same imbalance")
     args = parser.parse_args(argv)
 
     grid = GRIDS[args.grid]()
@@ -151,9 +200,26 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(v) for v in args.seeds.split(",")]
     # One job per run, the most imbalanced (the headline numbers) first, so the workers stay busy to the
     # end and a matrix cut short leaves whole imbalances done; it may be finished over several sessions.
-    parents = {c.parent for c in grid if c.parent is not None}
-    jobs = [(rho, seed, cell, str(args.out), cell.name in parents) for rho in sorted(imbalances, reverse=True)
-            for seed in seeds for cell in grid]
+    pairs = [(rho, seed, cell) for rho in sorted(imbalances, reverse=True) for seed in seeds for cell in grid]
+    todo = {(rho, seed, cell.name) for rho, seed, cell in pairs if run_state(rho, seed, cell, args.out) != "finished"}
+    # A finished parent is trained again for its checkpoint (not committed) only when a child that starts from its
+    # weights still has to run.
+    waiting = {(rho, seed, cell.parent) for rho, seed, cell in pairs
+               if cell.parent is not None and needs_checkpoint(cell) and (rho, seed, cell.name) in todo}
+    jobs = [(rho, seed, cell, str(args.out), (rho, seed, cell.name) in waiting) for rho, seed, cell in pairs]
+    # Every run of one comparison in one precision: a machine without native bfloat16 trains `amp="auto"` cells in
+    # float32, which the runs it would be compared with (trained in bfloat16 elsewhere) are not.
+    for rho in sorted({rho for rho, _, _ in todo}, reverse=True):
+        before = finished_precisions(args.out, rho)
+        here = {precision(cell, rho, seed) for r, seed, cell in pairs if r == rho and (r, seed, cell.name) in todo
+                and cell.kind == "train"}
+        if before and here - set(before) and not args.mixed_precision:
+            parser.error(f"at imbalance {rho:g} the finished runs under {args.out} trained in precision "
+                         f"{', '.join(f'{_NAMES.get(k, k)} ({v} runs)' for k, v in sorted(before.items()))}; this machine "
+                         f"would train the {len([t for t in todo if t[0] == rho])} runs left in "
+                         f"{', '.join(_NAMES.get(k, k) for k in sorted(here))} "
+                         "(amp='auto' is bfloat16 only where the CPU has native bfloat16): run them on such a "
+                         "machine, or pass --mixed-precision to mix the two in one comparison")
     # Within an imbalance, the longest runs first (epochs x width), so no worker is left with a long one at the end.
     if args.in_order and args.only:
         listed = {name: i for i, name in enumerate(args.only.split(","))}

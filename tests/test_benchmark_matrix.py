@@ -325,3 +325,17 @@ def test_the_runner_refuses_to_mix_precisions_within_an_imbalance(tmp_path, monk
     err = capsys.readouterr().err
     assert "bfloat16 autocast (1 runs)" in err and "the 1 runs left in float32" in err and "--mixed-precision" in err
     assert not (tmp_path / "manifest.json").exists()  # refused before any work
+
+
+def test_the_precision_section_pairs_float32_runs_with_the_matrix_by_seed():
+    from convergence_report import precision_section
+
+    bf16 = {(100.0, "ce"): {s: _run(e, 10) for s, e in enumerate([13.5, 13.3, 13.6])}}
+    fp32 = {(100.0, "ce_fp32"): {s: _run(e, 10) for s, e in enumerate([13.4, 13.4, 13.4])},
+            (100.0, "cdb_stable_fp32"): {}}
+    text = "\n".join(precision_section(fp32, bf16, ["AMD EPYC"], ["Intel(R) Xeon(R) Processor"]))
+    # bfloat16 - float32 by seed: +0.1, -0.1, +0.2: mean +0.07, std 0.153, t(0.975, 2) = 4.303: +-0.38
+    assert "| `ce` | 3 | 13.40 ± 0.00 | 13.47 ± 0.15 | +0.07 [-0.31, +0.45] |" in text
+    assert "float32 runs ran on AMD EPYC, the matrix's on Intel(R) Xeon(R) Processor" in text
+    assert "cdb_stable" not in text.split("|---|")[-1]  # no finished float32 run: no row
+    assert precision_section({}, bf16, [], []) == []

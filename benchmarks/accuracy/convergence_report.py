@@ -11,6 +11,7 @@ which doubling them moves CE's mean test error by no more than CE's seed standar
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from matrix import convergence_cells, recipe_cells  # noqa: E402
+from matrix import PRECISION, cells, convergence_cells, precision_cells, recipe_cells  # noqa: E402
 from report import _metric, fmt, load, mean_std, paired_difference  # noqa: E402
 
 RHO = 100.0
@@ -84,7 +85,7 @@ def plot(runs: dict, path: Path) -> Path | None:
     return path
 
 
-def write(results: Path, docs: Path) -> Path:
+def write(results: Path, docs: Path, precision: Path | None = None, matrix: Path | None = None) -> Path:
     runs = load(results, convergence_cells)
     lines = ["# Convergence study: Fashion-MNIST-LT at imbalance 100", "",
              "The plateau found here, width 16 x 80 epochs, is the `fmnist-lt` preset and the accuracy matrix's "
@@ -129,6 +130,9 @@ def write(results: Path, docs: Path) -> Path:
         lines.append(f"| {label} | {fmt(_errors(runs, f'{loss}_w16_e20_fp32'))} | {fmt(_errors(runs, f'{loss}_w16_e20'))} "
                      f"| {paired_difference(a, b, 'error')} | {_seconds(runs, f'{loss}_w16_e20_fp32')} | "
                      f"{_seconds(runs, f'{loss}_w16_e20')} |")
+    if precision is not None and matrix is not None:
+        lines += precision_section(load(precision, precision_cells), load(matrix, cells), _machines(precision),
+                                   _machines(matrix))
     lines += ["", "## The two reductions of the class-balanced softmax (width 16, 20 epochs)", "",
               "| reduction | test error | validation error | minus official `mean` [95% CI] |", "|---|---|---|---|"]
     official = runs.get((RHO, "cb_softmax_w16_e20"), {})
@@ -146,12 +150,47 @@ def write(results: Path, docs: Path) -> Path:
     return out
 
 
+def _machines(results: Path) -> list[str]:
+    """The CPUs named in a results folder's manifest (result files do not record the machine)."""
+    path = results / "manifest.json"
+    sessions = json.loads(path.read_text())["sessions"] if path.exists() else []
+    return sorted({s.get("machine", {}).get("cpu", "?") for s in sessions if s.get("cells_trained")})
+
+
+def precision_section(fp32: dict, bf16: dict, machines: list[str], matrix_machines: list[str]) -> list[str]:
+    """The converged recipe's cells in float32 (``--grid precision``) against the matrix's runs of the same cells
+    (bfloat16 autocast), paired by seed."""
+    rows = []
+    for name in PRECISION:
+        a, b = bf16.get((RHO, name), {}), fp32.get((RHO, f"{name}_fp32"), {})
+        if not b:
+            continue
+        rows.append(f"| `{name}` | {len(b)} | {fmt([_metric(r, 'error') for r in b.values()])} | "
+                    f"{fmt([_metric(a[k], 'error') for k in b if k in a])} | {paired_difference(a, b, 'error')} | "
+                    f"{paired_difference(a, b, 'val_error')} |")
+    if not rows:
+        return []
+    return ["", "## bfloat16 autocast against float32 at the converged recipe (80 epochs, paired by seed)", "",
+            "The accuracy matrix's cells (`amp=auto`: bfloat16 autocast on a CPU with native bfloat16) against the "
+            "same cells, seeds and data in float32 (`python benchmarks/accuracy/run.py --grid precision --imbalances "
+            "100 --out benchmarks/results/precision`). The float32 runs ran on "
+            f"{', '.join(machines) or 'a machine not recorded'}, the matrix's on "
+            f"{', '.join(matrix_machines) or 'a machine not recorded'}, so the difference is precision and machine together; their seconds "
+            "are not comparable with the matrix's and are left out.", "",
+            "| cell | seeds | float32 test error % | bfloat16 test error % | bfloat16 - float32, test [95% CI] | "
+            "bfloat16 - float32, validation [95% CI] |", "|---|---|---|---|---|---|", *rows]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", type=Path, default=Path("benchmarks/results/convergence"))
     parser.add_argument("--docs", type=Path, default=Path("docs/benchmarks"))
+    parser.add_argument("--precision", type=Path, default=Path("benchmarks/results/precision"),
+                        help="the float32 runs of --grid precision")
+    parser.add_argument("--matrix", type=Path, default=Path("benchmarks/results/accuracy"),
+                        help="the accuracy matrix's runs they are paired with")
     args = parser.parse_args(argv)
-    print(write(args.results, args.docs))
+    print(write(args.results, args.docs, args.precision, args.matrix))
     return 0
 
 

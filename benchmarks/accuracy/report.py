@@ -535,6 +535,13 @@ def write_report(results: Path, docs: Path) -> Path:
         first = next(iter(next(iter(runs[(rho, n)] for n in [c.name for c in grid] if (rho, n) in runs)).values()))
         lines.append(f"Training images per class: {first['train_counts']} (total {sum(first['train_counts'])}).")
         lines.append("")
+        precisions = {r.get("autocast") for (r_, _), seeds in runs.items() if r_ == rho for r in seeds.values()}
+        if "off" in precisions:
+            lines += ["Cells marked *float32* have runs trained in float32 on a machine without native bfloat16, the "
+                      "others bfloat16 autocast ([the convergence study](convergence.md) pairs the two at this "
+                      "recipe).", ""]
+        elif precisions == {"bfloat16"}:
+            lines += ["Every run trained with bfloat16 autocast.", ""]
         lines.append("| loss | seeds | error % | Δ error vs CE | balanced acc % | many % | medium % | few % | val error % |")
         lines.append("|---|---|---|---|---|---|---|---|---|")
         for cell in grid:
@@ -542,8 +549,10 @@ def write_report(results: Path, docs: Path) -> Path:
             if not seeds:
                 continue
             rs = list(seeds.values())
+            fp32 = sum(r.get("autocast") == "off" for r in rs)
             lines.append(
-                f"| `{cell.name}` | {len(rs)} | {fmt([_metric(r, 'error') for r in rs])} | "
+                f"| `{cell.name}`{f' (float32: {fp32} of {len(rs)} seeds)' if fp32 else ''} | {len(rs)} | "
+                f"{fmt([_metric(r, 'error') for r in rs])} | "
                 f"{paired_difference(seeds, ce, 'error') if cell.name != 'ce' and ce else ''} | "
                 f"{fmt([_metric(r, 'accuracy') for r in rs])} | {fmt([_metric(r, 'many') for r in rs])} | "
                 f"{fmt([_metric(r, 'medium') for r in rs])} | {fmt([_metric(r, 'few') for r in rs])} | "

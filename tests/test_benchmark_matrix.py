@@ -319,9 +319,8 @@ def test_the_runner_refuses_to_mix_precisions_within_an_imbalance(tmp_path, monk
     by_name = {c.name: c for c in matrix.cells()}
     runner = _write_result(tmp_path, 100, by_name["ce"], 0)
     monkeypatch.setattr(runner, "precision", lambda cell, rho, seed: "off")  # a CPU without native bfloat16
-    with pytest.raises(SystemExit) as exit_info:
-        runner.main(["--imbalances", "100", "--seeds", "0", "--only", "ce,cb_softmax_b0.9999", "--out", str(tmp_path)])
-    assert exit_info.value.code == 2
+    code = runner.main(["--imbalances", "100", "--seeds", "0", "--only", "ce,cb_softmax_b0.9999", "--out", str(tmp_path)])
+    assert code == runner.REFUSED_PRECISION == 3
     err = capsys.readouterr().err
     assert "bfloat16 autocast (1 runs)" in err and "the 1 runs left in float32" in err and "--mixed-precision" in err
     assert not (tmp_path / "manifest.json").exists()  # refused before any work

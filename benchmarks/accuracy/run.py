@@ -82,6 +82,8 @@ def precision(cell: Cell, imbalance: float, seed: int) -> str:
 
 
 _NAMES = {"off": "float32", "bfloat16": "bfloat16 autocast"}
+#: The exit status when the runs asked for would mix precisions within an imbalance (run_matrix.sh skips the step).
+REFUSED_PRECISION = 3
 
 
 def finished_precisions(out: str | Path, imbalance: float) -> dict[str, int]:
@@ -214,12 +216,13 @@ def main(argv: list[str] | None = None) -> int:
         here = {precision(cell, rho, seed) for r, seed, cell in pairs if r == rho and (r, seed, cell.name) in todo
                 and cell.kind == "train"}
         if before and here - set(before) and not args.mixed_precision:
-            parser.error(f"at imbalance {rho:g} the finished runs under {args.out} trained in precision "
+            print(f"run.py: refused: at imbalance {rho:g} the finished runs under {args.out} trained in precision "
                          f"{', '.join(f'{_NAMES.get(k, k)} ({v} runs)' for k, v in sorted(before.items()))}; this machine "
                          f"would train the {len([t for t in todo if t[0] == rho])} runs left in "
                          f"{', '.join(_NAMES.get(k, k) for k in sorted(here))} "
                          "(amp='auto' is bfloat16 only where the CPU has native bfloat16): run them on such a "
-                         "machine, or pass --mixed-precision to mix the two in one comparison")
+                         "machine, or pass --mixed-precision to mix the two in one comparison", file=sys.stderr)
+            return REFUSED_PRECISION
     # Within an imbalance, the longest runs first (epochs x width), so no worker is left with a long one at the end.
     if args.in_order and args.only:
         listed = {name: i for i, name in enumerate(args.only.split(","))}

@@ -203,10 +203,11 @@ def quick_cells() -> list[Cell]:
 
 
 # bfloat16 against float32 at the converged recipe (the convergence study compared them at 20 epochs): the matrix's
-# cells that carry its headline comparisons, CE, the best class-balanced cell by validation at imbalance 100 and the
-# stable CDB (whose weights follow validation accuracy, so a precision change could move them), again in float32.
-# Paired by seed with the matrix's runs (bfloat16 autocast where the CPU has it) in benchmarks/results/precision.
-PRECISION = ("ce", "cb_sigmoid_b0.9999", "cdb_stable")
+# cells that carry its headline comparisons, CE, the best class-balanced cell by validation at imbalance 100, the
+# stable CDB (whose weights follow validation accuracy, so a precision change could move them) and the class-balanced
+# softmax (the quick subset's), again in float32. Paired by seed with the matrix's runs (bfloat16 autocast where the
+# CPU has it) in benchmarks/results/precision.
+PRECISION = ("ce", "cb_sigmoid_b0.9999", "cdb_stable", "cb_softmax_b0.9999")
 
 
 def precision_cells() -> list[Cell]:

@@ -337,4 +337,18 @@ def test_the_precision_section_pairs_float32_runs_with_the_matrix_by_seed():
     assert "| `ce` | 3 | 13.40 ± 0.00 | 13.47 ± 0.15 | +0.07 [-0.31, +0.45] |" in text
     assert "float32 runs ran on AMD EPYC, the matrix's on Intel(R) Xeon(R) Processor" in text
     assert "cdb_stable" not in text.split("|---|")[-1]  # no finished float32 run: no row
+    assert "pooled" not in text  # one cell: nothing to pool
+    bf16[(100.0, "cb_softmax_b0.9999")] = {s: _run(e, 8) for s, e in enumerate([11.0, 11.2])}
+    fp32[(100.0, "cb_softmax_b0.9999_fp32")] = {s: _run(e, 8) for s, e in enumerate([11.1, 11.1])}
+    text = "\n".join(precision_section(fp32, bf16, [], []))
+    # the five pairs' differences: +0.1, -0.1, +0.2, -0.1, +0.1: mean +0.04, std 0.134, t(0.975, 4) = 2.776
+    assert "| all 2 cells, pooled | 5 pairs | | | +0.04 [-0.13, +0.21] |" in text
     assert precision_section({}, bf16, [], []) == []
+
+
+def test_the_t_quantile_against_published_values():
+    from report import t95
+
+    # Student's t, 97.5 % quantile (standard tables): df 1, 11, 20, 25, 30, 60, 120
+    for df, value in [(1, 12.706), (11, 2.201), (20, 2.086), (25, 2.060), (30, 2.042), (60, 2.000), (120, 1.980)]:
+        assert t95(df) == pytest.approx(value, abs=1.5e-3)

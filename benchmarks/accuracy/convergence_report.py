@@ -160,16 +160,22 @@ def _machines(results: Path) -> list[str]:
 def precision_section(fp32: dict, bf16: dict, machines: list[str], matrix_machines: list[str]) -> list[str]:
     """The converged recipe's cells in float32 (``--grid precision``) against the matrix's runs of the same cells
     (bfloat16 autocast), paired by seed."""
-    rows = []
+    rows, all_a, all_b = [], {}, {}
     for name in PRECISION:
         a, b = bf16.get((RHO, name), {}), fp32.get((RHO, f"{name}_fp32"), {})
         if not b:
             continue
+        all_a.update({(name, k): r for k, r in a.items()})
+        all_b.update({(name, k): r for k, r in b.items()})
         rows.append(f"| `{name}` | {len(b)} | {fmt([_metric(r, 'error') for r in b.values()])} | "
                     f"{fmt([_metric(a[k], 'error') for k in b if k in a])} | {paired_difference(a, b, 'error')} | "
                     f"{paired_difference(a, b, 'val_error')} |")
     if not rows:
         return []
+    if len(rows) > 1:  # every (cell, seed) pair as one replicate of a precision effect common to the losses
+        pairs = len(set(all_a) & set(all_b))
+        rows.append(f"| all {len(rows)} cells, pooled | {pairs} pairs | | | {paired_difference(all_a, all_b, 'error')} | "
+                    f"{paired_difference(all_a, all_b, 'val_error')} |")
     return ["", "## bfloat16 autocast against float32 at the converged recipe (80 epochs, paired by seed)", "",
             "The accuracy matrix's cells (`amp=auto`: bfloat16 autocast on a CPU with native bfloat16) against the "
             "same cells, seeds and data in float32 (`python benchmarks/accuracy/run.py --grid precision --imbalances "

@@ -352,3 +352,18 @@ def test_the_t_quantile_against_published_values():
     # Student's t, 97.5 % quantile (standard tables): df 1, 11, 20, 25, 30, 60, 120
     for df, value in [(1, 12.706), (11, 2.201), (20, 2.086), (25, 2.060), (30, 2.042), (60, 2.000), (120, 1.980)]:
         assert t95(df) == pytest.approx(value, abs=1.5e-3)
+
+
+def test_the_pooled_precision_verdict_bounds_the_effect_only_where_every_cell_agrees():
+    from convergence_report import _pooled_verdict
+
+    a = {("x", 0): _run(10.1, 5), ("x", 1): _run(9.9, 5), ("y", 0): _run(11.0, 5), ("y", 1): _run(11.2, 5)}
+    b = {("x", 0): _run(10.0, 5), ("x", 1): _run(10.0, 5), ("y", 0): _run(11.1, 5), ("y", 1): _run(11.1, 5)}
+    (_, text), = [_pooled_verdict(a, b)]
+    # differences +0.1, -0.1, -0.1, +0.1: mean 0, std 0.115, t(0.975, 3) = 3.182: +-0.18
+    assert text.startswith("Pooled over the 4 pairs, bfloat16 autocast minus float32 is +0.00 [-0.18, +0.18]")
+    assert "at most 0.18 points either way" in text
+    shifted = {("x", 0): _run(11.0, 5), ("x", 1): _run(11.1, 5), **{k: v for k, v in a.items() if k[0] == "y"}}
+    (_, text), = [_pooled_verdict(shifted, b)]  # x: +1.0, +1.1, its own interval excludes 0
+    assert "may differ between losses" in text and "at most" not in text
+    assert _pooled_verdict({k: v for k, v in a.items() if k[0] == "x"}, b) == []  # one cell: nothing to pool

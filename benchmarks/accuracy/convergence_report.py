@@ -184,7 +184,28 @@ def precision_section(fp32: dict, bf16: dict, machines: list[str], matrix_machin
             f"{', '.join(matrix_machines) or 'a machine not recorded'}, so the difference is precision and machine together; their seconds "
             "are not comparable with the matrix's and are left out.", "",
             "| cell | seeds | float32 test error % | bfloat16 test error % | bfloat16 - float32, test [95% CI] | "
-            "bfloat16 - float32, validation [95% CI] |", "|---|---|---|---|---|---|", *rows]
+            "bfloat16 - float32, validation [95% CI] |", "|---|---|---|---|---|---|", *rows, *_pooled_verdict(all_a, all_b)]
+
+
+def _pooled_verdict(a: dict, b: dict) -> list[str]:
+    """One sentence on the pooled ``(cell, seed)`` pairs: the bound it puts on the precision's effect, stated only
+    where every cell's own interval holds 0 (else the effect may differ between losses and pooling hides it)."""
+    from report import paired_interval
+
+    names = sorted({name for name, _ in a})
+    pooled = paired_interval(a, b, "error") if len(names) > 1 else None
+    if pooled is None:
+        return []
+    m, low, high = pooled
+    head = (f"Pooled over the {len(set(a) & set(b))} pairs, bfloat16 autocast minus float32 is {m:+.2f} "
+            f"[{low:+.2f}, {high:+.2f}] points of test error")
+    own = [paired_interval({k: v for k, v in a.items() if k[0] == n}, {k: v for k, v in b.items() if k[0] == n},
+                           "error") for n in names]
+    if all(iv is None or iv[1] <= 0 <= iv[2] for iv in own):
+        return ["", f"{head}: at this recipe the precision moves the error by at most {max(abs(low), abs(high)):.2f} "
+                "points either way (the pooling takes the effect to be common to the losses; every cell's own "
+                "interval holds 0)."]
+    return ["", f"{head}; at least one cell's own interval excludes 0, so the effect may differ between losses."]
 
 
 def main(argv: list[str] | None = None) -> int:

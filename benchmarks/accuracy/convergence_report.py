@@ -174,17 +174,18 @@ def precision_section(fp32: dict, bf16: dict, machines: list[str], matrix_machin
         return []
     if len(rows) > 1:  # every (cell, seed) pair as one replicate of a precision effect common to the losses
         pairs = len(set(all_a) & set(all_b))
-        rows.append(f"| all {len(rows)} cells, pooled | {pairs} pairs | | | {paired_difference(all_a, all_b, 'error')} | "
-                    f"{paired_difference(all_a, all_b, 'val_error')} |")
+        rows.append(f"| all {len(rows)} cells, pooled | {pairs} pairs | | | "
+                    f"{paired_difference(all_a, all_b, 'error')} | {paired_difference(all_a, all_b, 'val_error')} |")
     return ["", "## bfloat16 autocast against float32 at the converged recipe (80 epochs, paired by seed)", "",
             "The accuracy matrix's cells (`amp=auto`: bfloat16 autocast on a CPU with native bfloat16) against the "
             "same cells, seeds and data in float32 (`python benchmarks/accuracy/run.py --grid precision --imbalances "
             "100 --out benchmarks/results/precision`). The float32 runs ran on "
             f"{', '.join(machines) or 'a machine not recorded'}, the matrix's on "
-            f"{', '.join(matrix_machines) or 'a machine not recorded'}, so the difference is precision and machine together; their seconds "
-            "are not comparable with the matrix's and are left out.", "",
+            f"{', '.join(matrix_machines) or 'a machine not recorded'}, so the difference is precision and machine "
+            "together; their seconds are not comparable with the matrix's and are left out.", "",
             "| cell | seeds | float32 test error % | bfloat16 test error % | bfloat16 - float32, test [95% CI] | "
-            "bfloat16 - float32, validation [95% CI] |", "|---|---|---|---|---|---|", *rows, *_pooled_verdict(all_a, all_b)]
+            "bfloat16 - float32, validation [95% CI] |", "|---|---|---|---|---|---|", *rows,
+            *_pooled_verdict(all_a, all_b)]
 
 
 def _pooled_verdict(a: dict, b: dict) -> list[str]:

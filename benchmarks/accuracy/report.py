@@ -36,6 +36,8 @@ def t95(df: int) -> float:
         return _T95[df]
     z = 1.959964
     return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
+
+
 # The class-balanced families: the four losses with the official reduction, and the softmax with PyTorch's.
 CB_FAMILIES = ("cb_softmax", "cb_sigmoid", "cb_focal", "cb_softmax_focal", "cb_softmax_wm")
 

@@ -22,6 +22,7 @@ import shutil
 import signal
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -89,12 +90,20 @@ REFUSED_PRECISION = 3
 def finished_precisions(out: str | Path, imbalance: float) -> dict[str, int]:
     """How many finished runs under ``out`` at ``imbalance`` trained in each precision (``result.json``'s
     ``autocast``)."""
-    found: dict[str, int] = {}
-    for path in (Path(out) / "runs" / f"rho{imbalance:g}").glob("*/seed*/result.json"):
-        result = json.loads(path.read_text())
-        if result.get("status") == "complete":
-            found[result.get("autocast", "?")] = found.get(result.get("autocast", "?"), 0) + 1
-    return found
+    paths = (Path(out) / "runs" / f"rho{imbalance:g}").glob("*/seed*/result.json")
+    results = (json.loads(path.read_text()) for path in paths)
+    return dict(Counter(r.get("autocast", "?") for r in results if r.get("status") == "complete"))
+
+
+def precision_refusal(out: str | Path, imbalance: float, before: dict[str, int], here: set[str], left: int) -> str:
+    """The line ``main`` prints when the ``left`` runs to train at ``imbalance`` (in the precisions ``here``) would
+    join finished runs of another precision (``before``, from :func:`finished_precisions`)."""
+    trained = ", ".join(f"{_NAMES.get(k, k)} ({v} runs)" for k, v in sorted(before.items()))
+    return (f"run.py: refused: at imbalance {imbalance:g} the finished runs under {out} trained in precision "
+            f"{trained}; "
+            f"this machine would train the {left} runs left in {', '.join(_NAMES.get(k, k) for k in sorted(here))} "
+            "(amp='auto' is bfloat16 only where the CPU has native bfloat16): run them on such a machine, or pass "
+            "--mixed-precision to mix the two in one comparison")
 
 
 def _run_cell(job: tuple[float, int, Cell, str, bool]) -> tuple[str, float, int, float] | None:
@@ -212,16 +221,11 @@ def main(argv: list[str] | None = None) -> int:
     # Every run of one comparison in one precision: a machine without native bfloat16 trains `amp="auto"` cells in
     # float32, which the runs it would be compared with (trained in bfloat16 elsewhere) are not.
     for rho in sorted({rho for rho, _, _ in todo}, reverse=True):
+        left = [(seed, cell) for r, seed, cell in pairs if r == rho and (r, seed, cell.name) in todo]
         before = finished_precisions(args.out, rho)
-        here = {precision(cell, rho, seed) for r, seed, cell in pairs if r == rho and (r, seed, cell.name) in todo
-                and cell.kind == "train"}
+        here = {precision(cell, rho, seed) for seed, cell in left if cell.kind == "train"}
         if before and here - set(before) and not args.mixed_precision:
-            print(f"run.py: refused: at imbalance {rho:g} the finished runs under {args.out} trained in precision "
-                         f"{', '.join(f'{_NAMES.get(k, k)} ({v} runs)' for k, v in sorted(before.items()))}; this machine "
-                         f"would train the {len([t for t in todo if t[0] == rho])} runs left in "
-                         f"{', '.join(_NAMES.get(k, k) for k in sorted(here))} "
-                         "(amp='auto' is bfloat16 only where the CPU has native bfloat16): run them on such a "
-                         "machine, or pass --mixed-precision to mix the two in one comparison", file=sys.stderr)
+            print(precision_refusal(args.out, rho, before, here, len(left)), file=sys.stderr)
             return REFUSED_PRECISION
     # Within an imbalance, the longest runs first (epochs x width), so no worker is left with a long one at the end.
     if args.in_order and args.only:

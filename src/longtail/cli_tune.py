@@ -39,8 +39,9 @@ def add_tune_command(
         "configuration once with cross-entropy, freezes the backbone, caches the training / validation / test "
         "features (eval mode, no augmentation) and refits only the linear classifier for every candidate of the "
         "paper's grid (softmax, sigmoid, focal x beta 0.9, 0.99, 0.999, 0.9999 x focal gamma 0.5, 1, 2) (with "
-        "--per-class-beta, also for per-class betas from covering numbers of the features); chooses by validation balanced accuracy (ties: the "
-        "lower temperature-calibrated balanced validation NLL, then the earlier candidate). Prints the table, the "
+        "--per-class-beta, also for per-class betas from covering numbers of the features); chooses by validation "
+        "balanced accuracy (ties: the lower temperature-calibrated balanced validation NLL, then the earlier "
+        "candidate). Prints the table, the "
         "choice and the cost beside a full-training grid's estimate, and writes tune_beta.json to --out (the CE run "
         "in <out>/ce, reused by a rerun).",
     )

@@ -346,6 +346,28 @@ def test_the_precision_section_pairs_float32_runs_with_the_matrix_by_seed():
     assert precision_section({}, bf16, [], []) == []
 
 
+def test_the_machines_of_one_precision_are_named_from_the_manifest(tmp_path):
+    from convergence_report import _machines
+
+    def session(cpu, native, trained):
+        return {"machine": {"cpu": cpu, "native_bfloat16": native}, "cells_trained": trained}
+
+    sessions = [session("Intel Xeon", True, 30), session("AMD EPYC", False, 4), session("Other", True, 0)]
+    (tmp_path / "manifest.json").write_text(json.dumps({"sessions": sessions}))
+    assert _machines(tmp_path) == ["AMD EPYC", "Intel Xeon"]  # a session that trained nothing is not named
+    assert _machines(tmp_path, native_bfloat16=True) == ["Intel Xeon"]  # not the --mixed-precision float32 runs'
+    assert _machines(tmp_path, native_bfloat16=False) == ["AMD EPYC"]
+    assert _machines(tmp_path / "absent") == []
+
+
+def test_the_runner_records_whether_the_machine_has_native_bfloat16():
+    import run as runner
+
+    from longtail.train.device import cpu_has_native_bfloat16
+
+    assert runner._machine()["native_bfloat16"] is cpu_has_native_bfloat16()
+
+
 def test_the_t_quantile_against_published_values():
     from report import t95
 

@@ -132,7 +132,7 @@ def write(results: Path, docs: Path, precision: Path | None = None, matrix: Path
                      f"{_seconds(runs, f'{loss}_w16_e20')} |")
     if precision is not None and matrix is not None:
         lines += precision_section(load(precision, precision_cells), load(matrix, cells), _machines(precision),
-                                   _machines(matrix))
+                                   _machines(matrix, native_bfloat16=True))
     lines += ["", "## The two reductions of the class-balanced softmax (width 16, 20 epochs)", "",
               "| reduction | test error | validation error | minus official `mean` [95% CI] |", "|---|---|---|---|"]
     official = runs.get((RHO, "cb_softmax_w16_e20"), {})
@@ -150,11 +150,14 @@ def write(results: Path, docs: Path, precision: Path | None = None, matrix: Path
     return out
 
 
-def _machines(results: Path) -> list[str]:
-    """The CPUs named in a results folder's manifest (result files do not record the machine)."""
+def _machines(results: Path, native_bfloat16: bool | None = None) -> list[str]:
+    """The CPUs named in a results folder's manifest (result files do not record the machine), only those with (or
+    without) native bfloat16 when ``native_bfloat16`` is given: the matrix's float32 runs of ``--mixed-precision``
+    sessions ran on another CPU than its bfloat16 runs."""
     path = results / "manifest.json"
     sessions = json.loads(path.read_text())["sessions"] if path.exists() else []
-    return sorted({s.get("machine", {}).get("cpu", "?") for s in sessions if s.get("cells_trained")})
+    return sorted({s.get("machine", {}).get("cpu", "?") for s in sessions if s.get("cells_trained")
+                   and (native_bfloat16 is None or s.get("machine", {}).get("native_bfloat16") == native_bfloat16)})
 
 
 def precision_section(fp32: dict, bf16: dict, machines: list[str], matrix_machines: list[str]) -> list[str]:

@@ -316,6 +316,8 @@ def _cost(cell: Cell) -> float:
 def _machine() -> dict[str, Any]:
     import torch
 
+    from longtail.train.device import cpu_has_native_bfloat16
+
     cpu = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -330,6 +332,9 @@ def _machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "platform": platform.platform(),
+        # What `amp="auto"` trains in here: reports name the machines of one precision from this (result files do
+        # not record the machine).
+        "native_bfloat16": cpu_has_native_bfloat16(),
     }
 
 

@@ -83,8 +83,8 @@ def test_the_quick_subset_is_four_short_runs():
         assert cell.parent is None
 
 
-def _run(error, val_error, seconds=100.0, loss="ce"):
-    return {"final": {"accuracy": 1 - error / 100, "shot_accuracy": {"many": 0.9, "medium": 0.8, "few": 0.7}}, "history": [{"val": {"accuracy": 1 - val_error / 100}}],
+def _run(error, val_error, seconds=100.0, loss="ce", autocast="bfloat16"):
+    return {"autocast": autocast, "final": {"accuracy": 1 - error / 100, "shot_accuracy": {"many": 0.9, "medium": 0.8, "few": 0.7}}, "history": [{"val": {"accuracy": 1 - val_error / 100}}],
             "wall_seconds": seconds, "config": {"stage": "joint", "epochs": matrix.RECIPE["epochs"], "loss": loss}}
 
 
@@ -125,12 +125,18 @@ def test_the_acceptance_section_by_hand():
             "test error") in text
     assert "difference +0.30 points" in text
     # its cost 50 s against 20 x 100 s; 2 of the grid's 20 runs are finished: too few to bound the ratio
-    assert "0.025 against 20 x the CE run's time; 2 of the grid's 20 runs are finished" in text
+    assert "0.025 against 20 x the CE run's time; 2 of the grid's 20 runs are finished in its precision" in text
     # with half the grid finished (100 s each) their sum bounds the ratio from above
-    for name in [c.name for c in matrix.cells() if c.family in ("cb_focal",)][:8]:
+    focal = [c.name for c in matrix.cells() if c.family in ("cb_focal",)][:8]
+    for name in focal:
         runs[(100.0, name)] = {s: _run(12.0, 30) for s in range(3)}
     text = "\n".join(cdb_and_beta_section(runs, tuning, [100.0]))
-    assert "at most 0.050: 10 of the grid's 20 runs are finished" in text
+    assert "at most 0.050: 10 of the grid's 20 runs are finished in its precision" in text
+    # runs in another precision than the tuning's CE run (float32 on a slower CPU) do not count towards its cost
+    for name in focal[:2]:
+        runs[(100.0, name)] = {s: _run(12.0, 30, seconds=260.0, autocast="off") for s in range(3)}
+    text = "\n".join(cdb_and_beta_section(runs, tuning, [100.0]))
+    assert "0.025 against 20 x the CE run's time; 8 of the grid's 20 runs are finished in its precision" in text
 
 
 def test_the_cost_estimate_scales_by_training_set_size():

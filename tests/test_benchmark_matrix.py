@@ -147,7 +147,12 @@ def test_the_cost_estimate_scales_by_training_set_size():
     text = cost_estimate(runs)
     joint = [c for c in matrix.cells() if c.kind == "train" and not c.starts_from_parent]
     hours = 0.02 * sum(_train_size(r) for r in matrix.IMBALANCES) * len(joint) * len(matrix.SEEDS) / 2 / 3600
-    assert f"**{hours:.0f} hours on this 2-core machine**" in text
+    assert f"**{hours:.0f} hours in bfloat16 autocast** on a 2-core machine" in text
+    # float32 runs (a CPU without native bfloat16) get their own rate, not one average over both machines
+    runs[(100.0, "cdb_stable")] = {0: _run(12, 9, seconds=14824 * 0.05, autocast="off")}
+    text = cost_estimate(runs)
+    assert f"**{hours:.0f} hours in bfloat16 autocast** or **{hours * 2.5:.0f} hours in float32**" in text
+    assert "over the 1 finished in float32 (50.00 ms per training image" in text
 
 
 def test_cdb_weight_swings_by_hand():

@@ -271,7 +271,7 @@ def cdb_and_beta_section(runs: dict, tuning: dict, rhos: list[float]) -> list[st
         for seed in sorted(k for (r, k) in tuning if r == rho):
             t = tuning[(rho, seed)]
             # Only the grid runs trained in the tuning's precision (its CE run's) count: float32 runs from a CPU
-            # without native bfloat16 take 2.6x as long and would shrink the ratio.
+            # without native bfloat16 take about twice as long and would shrink the ratio.
             precision = runs.get((rho, "ce"), {}).get(seed, {}).get("autocast")
             grid_seconds = [r.get("wall_seconds") if r.get("autocast") == precision else None
                             for r in (runs.get((rho, n), {}).get(seed, {}) for n in paper)]
@@ -424,22 +424,32 @@ def _train_size(rho: float, n_max: int = 6000 - RECIPE["val_per_class"], classes
 
 
 def cost_estimate(runs: dict) -> str:
-    """The whole planned matrix's wall time on this machine at the measured rate of its finished full runs (each run
-    one thread; two at a time on the 2 cores), scaled to each imbalance by its number of training images."""
-    full = [(rho, r["wall_seconds"]) for (rho, name), seeds in runs.items() for r in seeds.values()
-            if r["config"].get("stage", "joint") == "joint" and r["config"]["epochs"] == RECIPE["epochs"]]
+    """The whole planned matrix's wall time on 2 cores at the measured rate of its finished full runs (each run one
+    thread; two at a time on the 2 cores), scaled to each imbalance by its number of training images, for each
+    precision the runs trained in (bfloat16 autocast on a CPU with native bfloat16, float32 on one without: the
+    rates differ about 2x here, so one average over both would describe neither machine)."""
+    full: dict[str, list[tuple[float, float]]] = {}
+    for (rho, _), seeds in runs.items():
+        for r in seeds.values():
+            if r["config"].get("stage", "joint") == "joint" and r["config"]["epochs"] == RECIPE["epochs"]:
+                full.setdefault(r.get("autocast", "bfloat16"), []).append((rho, r["wall_seconds"]))
     if not full:
         return ""
-    per_image = statistics.fmean(seconds / _train_size(rho) for rho, seconds in full)
-    grid = cells()
-    joint = [c for c in grid if c.kind == "train" and not c.starts_from_parent]
-    seconds = sum(per_image * _train_size(rho) for rho in IMBALANCES) * len(joint) * len(SEEDS)
-    return (f"**Cost.** A full run (80 epochs, one thread, two runs sharing the 2 cores) took "
-            f"{statistics.fmean(s for _, s in full):.0f} s on average over the {len(full)} finished here "
-            f"({1e3 * per_image:.2f} ms per training image for the 80 epochs, scaled by each imbalance's training-set "
-            f"size: {', '.join(f'{_train_size(r)} images at {r:g}' for r in IMBALANCES)}). The {len(joint)} "
-            f"cells that train from scratch, x {len(IMBALANCES)} imbalances x {len(SEEDS)} seeds, so take about "
-            f"**{seconds / 2 / 3600:.0f} hours on this 2-core machine** (the second stages, post-hoc cells and "
+    joint = [c for c in cells() if c.kind == "train" and not c.starts_from_parent]
+    rates, totals = [], []
+    for name, label in (("bfloat16", "in bfloat16 autocast"), ("off", "in float32")):
+        if name not in full:
+            continue
+        per_image = statistics.fmean(seconds / _train_size(rho) for rho, seconds in full[name])
+        rates.append(f"{statistics.fmean(s for _, s in full[name]):.0f} s on average over the {len(full[name])} "
+                     f"finished {label} ({1e3 * per_image:.2f} ms per training image for the 80 epochs)")
+        seconds = sum(per_image * _train_size(rho) for rho in IMBALANCES) * len(joint) * len(SEEDS)
+        totals.append(f"**{seconds / 2 / 3600:.0f} hours {label}**")
+    return (f"**Cost.** A full run (80 epochs, one thread, two runs sharing the 2 cores) took {'; '.join(rates)}; "
+            f"scaled by each imbalance's training-set size "
+            f"({', '.join(f'{_train_size(r)} images at {r:g}' for r in IMBALANCES)}). "
+            f"The {len(joint)} cells that train from scratch, x {len(IMBALANCES)} imbalances x {len(SEEDS)} seeds, "
+            f"so take about {' or '.join(totals)} on a 2-core machine (the second stages, post-hoc cells and "
             "tune-beta add a few percent): far more than the 3 hours the benchmark issue asks for, so the matrix "
             "is trained over several sessions (resumable), the acceptance cells first.")
 

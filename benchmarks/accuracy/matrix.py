@@ -222,6 +222,10 @@ GRIDS = {"matrix": cells, "convergence": convergence_cells, "recipe": recipe_cel
          "precision": precision_cells}
 
 
+# A run's precision as its result file records it (``autocast``), in words: the runner's refusal and the report.
+PRECISION_NAMES = {"off": "float32", "bfloat16": "bfloat16 autocast"}
+
+
 def run_folder(out: str | Path, imbalance: float, name: str, seed: int) -> Path:
     return Path(out) / "runs" / f"rho{imbalance:g}" / name / f"seed{seed}"
 

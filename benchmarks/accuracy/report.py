@@ -22,7 +22,17 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from matrix import BETAS, IMBALANCES, RECIPE, SEEDS, cells, config_for, same_recipe, tuning_is_current  # noqa: E402
+from matrix import (  # noqa: E402
+    BETAS,
+    IMBALANCES,
+    PRECISION_NAMES,
+    RECIPE,
+    SEEDS,
+    cells,
+    config_for,
+    same_recipe,
+    tuning_is_current,
+)
 
 # two-sided 95% t quantiles by degrees of freedom
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
@@ -437,9 +447,8 @@ def cost_estimate(runs: dict) -> str:
         return ""
     joint = [c for c in cells() if c.kind == "train" and not c.starts_from_parent]
     rates, totals = [], []
-    for name, label in (("bfloat16", "in bfloat16 autocast"), ("off", "in float32")):
-        if name not in full:
-            continue
+    for name in sorted(full):
+        label = f"in {PRECISION_NAMES.get(name, name)}"
         per_image = statistics.fmean(seconds / _train_size(rho) for rho, seconds in full[name])
         rates.append(f"{statistics.fmean(s for _, s in full[name]):.0f} s on average over the {len(full[name])} "
                      f"finished {label} ({1e3 * per_image:.2f} ms per training image for the 80 epochs)")

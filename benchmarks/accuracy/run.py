@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from matrix import (  # noqa: E402
     GRIDS,
     IMBALANCES,
+    PRECISION_NAMES,
     SEEDS,
     TUNE_FILE,
     Cell,
@@ -82,7 +83,6 @@ def precision(cell: Cell, imbalance: float, seed: int) -> str:
     return "bfloat16" if autocast_enabled(config.amp, torch.device(config.device)) else "off"
 
 
-_NAMES = {"off": "float32", "bfloat16": "bfloat16 autocast"}
 #: The exit status when the runs asked for would mix precisions within an imbalance (run_matrix.sh skips the step).
 REFUSED_PRECISION = 3
 
@@ -98,10 +98,11 @@ def finished_precisions(out: str | Path, imbalance: float) -> dict[str, int]:
 def precision_refusal(out: str | Path, imbalance: float, before: dict[str, int], here: set[str], left: int) -> str:
     """The line ``main`` prints when the ``left`` runs to train at ``imbalance`` (in the precisions ``here``) would
     join finished runs of another precision (``before``, from :func:`finished_precisions`)."""
-    trained = ", ".join(f"{_NAMES.get(k, k)} ({v} runs)" for k, v in sorted(before.items()))
+    trained = ", ".join(f"{PRECISION_NAMES.get(k, k)} ({v} runs)" for k, v in sorted(before.items()))
     return (f"run.py: refused: at imbalance {imbalance:g} the finished runs under {out} trained in precision "
             f"{trained}; "
-            f"this machine would train the {left} runs left in {', '.join(_NAMES.get(k, k) for k in sorted(here))} "
+            f"this machine would train the {left} runs left in "
+            f"{', '.join(PRECISION_NAMES.get(k, k) for k in sorted(here))} "
             "(amp='auto' is bfloat16 only where the CPU has native bfloat16): run them on such a machine, or pass "
             "--mixed-precision to mix the two in one comparison")
 

@@ -329,12 +329,19 @@ def test_run_state_tells_finished_stopped_and_stale_runs_apart(tmp_path):
 def test_the_runner_refuses_to_mix_precisions_within_an_imbalance(tmp_path, monkeypatch, capsys):
     by_name = {c.name: c for c in matrix.cells()}
     runner = _write_result(tmp_path, 100, by_name["ce"], 0)
-    monkeypatch.setattr(runner, "precision", lambda cell, rho, seed: "off")  # a CPU without native bfloat16
+    monkeypatch.setattr(runner, "precision", lambda cell, rho, seed, out: "off")  # a CPU without native bfloat16
     code = runner.main(["--imbalances", "100", "--seeds", "0", "--only", "ce,cb_softmax_b0.9999", "--out", str(tmp_path)])
     assert code == runner.REFUSED_PRECISION == 3
     err = capsys.readouterr().err
     assert "bfloat16 autocast (1 runs)" in err and "the 1 runs left in float32" in err and "--mixed-precision" in err
     assert not (tmp_path / "manifest.json").exists()  # refused before any work
+
+
+def test_the_precision_check_takes_every_cell_of_the_matrix(tmp_path):
+    # Later stages (post-hoc, 0 epochs; cRT, LWS) are valid configurations only with their parent's folder.
+    runner = _write_result(tmp_path, 100, matrix.cells()[0], 0)
+    for cell in matrix.cells():
+        assert runner.precision(cell, 100, 0, tmp_path) in ("bfloat16", "off"), cell.name
 
 
 def test_the_precision_section_pairs_float32_runs_with_the_matrix_by_seed():

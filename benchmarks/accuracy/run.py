@@ -72,14 +72,17 @@ def needs_checkpoint(cell: Cell) -> bool:
     return cell.starts_from_parent or cell.kind == "tune_beta"
 
 
-def precision(cell: Cell, imbalance: float, seed: int) -> str:
-    """The precision this machine trains ``cell`` in, as ``result.json`` records it (``"bfloat16"`` or ``"off"``)."""
+def precision(cell: Cell, imbalance: float, seed: int, out: str | Path) -> str:
+    """The precision this machine trains ``cell`` in, as ``result.json`` records it (``"bfloat16"`` or ``"off"``).
+
+    ``out`` gives a later stage its parent's folder: without ``init_from`` a 0-epoch or classifier stage is not a
+    valid configuration."""
     import torch
 
     from longtail.train import TrainConfig
     from longtail.train.device import autocast_enabled
 
-    config = TrainConfig(**config_for(cell, imbalance, seed))
+    config = TrainConfig(**config_for(cell, imbalance, seed, out))
     return "bfloat16" if autocast_enabled(config.amp, torch.device(config.device)) else "off"
 
 
@@ -224,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     for rho in sorted({rho for rho, _, _ in todo}, reverse=True):
         left = [(seed, cell) for r, seed, cell in pairs if r == rho and (r, seed, cell.name) in todo]
         before = finished_precisions(args.out, rho)
-        here = {precision(cell, rho, seed) for seed, cell in left if cell.kind == "train"}
+        here = {precision(cell, rho, seed, args.out) for seed, cell in left if cell.kind == "train"}
         if before and here - set(before) and not args.mixed_precision:
             print(precision_refusal(args.out, rho, before, here, len(left)), file=sys.stderr)
             return REFUSED_PRECISION

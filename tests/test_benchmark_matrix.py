@@ -326,6 +326,39 @@ def test_run_state_tells_finished_stopped_and_stale_runs_apart(tmp_path):
     assert runner.finished_precisions(tmp_path, 100) == {"bfloat16": 2}  # the running one is not counted
 
 
+@pytest.mark.parametrize("reproduced", [True, False])
+def test_a_parent_retrained_for_its_checkpoint_never_replaces_its_recorded_run(tmp_path, monkeypatch, capsys,
+                                                                                reproduced):
+    import longtail.train as lt
+
+    ce = {c.name: c for c in matrix.cells()}["ce"]
+    recorded = {"accuracy": 0.8651, "balanced_accuracy": 0.8651, "per_class_accuracy": [0.9, 0.8]}
+    runner = _write_result(tmp_path, 100, ce, 0, final=recorded)
+    folder = matrix.run_folder(tmp_path, 100, "ce", 0)
+    saved = (folder / "result.json").read_text()
+
+    def fake_train(config, out_dir, **kwargs):  # a retrain on another CPU: same seed, other rounding
+        out_dir.mkdir(parents=True)
+        (out_dir / "checkpoint.pt").write_bytes(b"weights")
+        final = recorded if reproduced else {**recorded, "accuracy": 0.8623}
+        result = {"status": "complete", "autocast": "bfloat16", "config": config.to_dict(), "final": final}
+        (out_dir / "result.json").write_text(json.dumps(result))
+        return result
+
+    monkeypatch.setattr(lt, "train", fake_train)
+    monkeypatch.setattr(lt, "prepare_data", lambda config, device: None)
+    runner._DATA_CACHE.clear()
+    runner._run_cell((100, 0, ce, str(tmp_path), True))
+    out = capsys.readouterr().out
+    assert (folder / "checkpoint.pt").exists() == reproduced  # children start only from the recorded run's weights
+    assert [p.name for p in folder.parent.iterdir()] == ["seed0"]  # nothing set aside is left behind
+    if reproduced:
+        assert "reproduced" in out and "NOT" not in out
+    else:
+        assert (folder / "result.json").read_text() == saved  # the recorded run is back, unchanged
+        assert "NOT reproduced, test accuracy 0.8651 recorded, 0.8623 now" in out
+
+
 def test_the_runner_refuses_to_mix_precisions_within_an_imbalance(tmp_path, monkeypatch, capsys):
     by_name = {c.name: c for c in matrix.cells()}
     runner = _write_result(tmp_path, 100, by_name["ce"], 0)

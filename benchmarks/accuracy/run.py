@@ -114,8 +114,11 @@ def _run_cell(job: tuple[float, int, Cell, str, bool]) -> tuple[str, float, int,
     """Trains one cell (skipped when finished with the same recipe); workers keep the last prepared data.
 
     A finished parent of a later stage whose checkpoint is gone (checkpoints are not committed) is trained again
-    into its folder, so its children have weights to start from; the seeded run reproduces its result (a line
-    says so, or what differs).
+    into its folder, so its children have weights to start from. The recorded run is set aside first: a retrain
+    that reproduces its final metrics (the same CPU kind) keeps the new checkpoint; one that does not (measured: an
+    AMD EPYC with AVX512-BF16 retraining an Intel AMX run in bfloat16 moved CE's test accuracy by up to 0.7 point)
+    restores the recorded run and drops the checkpoint, so no child starts from weights other than the recorded
+    run's and nothing recorded is lost (its children then fail with "no checkpoint" and a line says why).
     """
     import torch
 
@@ -132,8 +135,11 @@ def _run_cell(job: tuple[float, int, Cell, str, bool]) -> tuple[str, float, int,
     if state == "finished":
         if not is_parent or (folder / "checkpoint.pt").exists():
             return None
-        before = json.loads((folder / "result.json").read_text())["final"]["accuracy"]
-        shutil.rmtree(folder)  # its children need its weights: the same seeded run again
+        before = json.loads((folder / "result.json").read_text())["final"]
+        recorded = folder.with_name(f".{folder.name}.recorded")  # outside the seed* glob of the report
+        if recorded.exists():
+            shutil.rmtree(recorded)
+        folder.rename(recorded)  # its children need its weights: the same seeded run again
     elif state == "stale":  # the recipe changed: this cell starts over
         shutil.rmtree(folder)
     key = (imbalance, seed)
@@ -145,13 +151,34 @@ def _run_cell(job: tuple[float, int, Cell, str, bool]) -> tuple[str, float, int,
         result = train(config, folder, resume=True, verbose=0, data=_DATA_CACHE[key])
     except Exception as exc:  # one failed cell must not stop the matrix: report it and go on
         print(f"rho {imbalance:>5g}  seed {seed}  {cell.name:<24} FAILED: {type(exc).__name__}: {exc}", flush=True)
+        if before is not None:
+            _restore(folder, recorded)
         return None
     seconds = time.perf_counter() - start
-    again = "" if before is None else (
-        "  (retrained for its checkpoint: same accuracy)" if result["final"]["accuracy"] == before
-        else f"  (retrained for its checkpoint: accuracy {before} before, {result['final']['accuracy']} now)")
+    again = ""
+    if before is not None:
+        if _same_final(result["final"], before):
+            shutil.rmtree(recorded)
+            again = "  (retrained for its checkpoint: the recorded result reproduced)"
+        else:
+            _restore(folder, recorded)
+            again = (f"  (retrained for its checkpoint: NOT reproduced, test accuracy {before['accuracy']} recorded, "
+                     f"{result['final']['accuracy']} now; the recorded run kept, its checkpoint dropped: children "
+                     "that start from it are not trained on this machine)")
     print(f"rho {imbalance:>5g}  seed {seed}  {cell.name:<24} {seconds:6.1f}s{again}", flush=True)
     return cell.name, imbalance, seed, seconds
+
+
+def _same_final(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two runs' final test metrics agree (the seeded run reproduced)."""
+    return all(a.get(k) == b.get(k) for k in ("accuracy", "balanced_accuracy", "per_class_accuracy"))
+
+
+def _restore(folder: Path, recorded: Path) -> None:
+    """Puts the recorded run back in place of a retrain that did not reproduce it (the retrain is discarded)."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    recorded.rename(folder)
 
 
 def _tune_cell(imbalance: float, seed: int, cell: Cell, out: str, folder: Path) -> tuple[str, float, int, float] | None:

@@ -131,14 +131,14 @@ def _run_cell(job: tuple[float, int, Cell, str, bool]) -> tuple[str, float, int,
         return _tune_cell(imbalance, seed, cell, out, folder)
     config = TrainConfig(**config_for(cell, imbalance, seed, out))
     before = None
+    recorded = folder.with_name(f".{folder.name}.recorded")  # outside the seed* glob of the report
+    if recorded.exists():  # a retrain for the checkpoint was killed part-way: the recorded run comes back first
+        _restore(folder, recorded)
     state = run_state(imbalance, seed, cell, out)
     if state == "finished":
         if not is_parent or (folder / "checkpoint.pt").exists():
             return None
         before = json.loads((folder / "result.json").read_text())["final"]
-        recorded = folder.with_name(f".{folder.name}.recorded")  # outside the seed* glob of the report
-        if recorded.exists():
-            shutil.rmtree(recorded)
         folder.rename(recorded)  # its children need its weights: the same seeded run again
     elif state == "stale":  # the recipe changed: this cell starts over
         shutil.rmtree(folder)

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy"))
 
@@ -357,6 +358,28 @@ def test_a_parent_retrained_for_its_checkpoint_never_replaces_its_recorded_run(t
     else:
         assert (folder / "result.json").read_text() == saved  # the recorded run is back, unchanged
         assert "NOT reproduced, test accuracy 0.8651 recorded, 0.8623 now" in out
+
+
+def test_a_parent_recorded_on_other_hardware_is_not_retrained(tmp_path, monkeypatch, capsys):
+    import longtail.train as lt
+    from longtail.train.device import hardware
+
+    ce = {c.name: c for c in matrix.cells()}["ce"]
+    other = {**hardware(torch.device("cpu")), "cpu": "AMD EPYC", "cpu_capability": "AVX2", "native_bfloat16": False}
+    runner = _write_result(tmp_path, 100, ce, 0, final={"accuracy": 0.8651}, hardware=other)
+    folder = matrix.run_folder(tmp_path, 100, "ce", 0)
+    saved = (folder / "result.json").read_text()
+
+    def no_train(*args, **kwargs):
+        raise AssertionError("a run recorded on other hardware was retrained")
+
+    monkeypatch.setattr(lt, "train", no_train)
+    monkeypatch.setattr(lt, "prepare_data", no_train)
+    assert runner._run_cell((100, 0, ce, str(tmp_path), True)) is None
+    out = capsys.readouterr().out
+    assert "not retrained for its checkpoint: it ran on AMD EPYC (AVX2, no native bfloat16)" in out
+    assert (folder / "result.json").read_text() == saved and not (folder / "checkpoint.pt").exists()
+    assert [p.name for p in folder.parent.iterdir()] == ["seed0"]
 
 
 def test_the_runner_refuses_to_mix_precisions_within_an_imbalance(tmp_path, monkeypatch, capsys):

@@ -84,8 +84,15 @@ def test_deferred_reweighting_switches_weights_at_its_epoch(synthetic_data, tmp_
 def test_result_file_contents(synthetic_data, tmp_path):
     result = train(TrainConfig(**FAST), tmp_path, verbose=0, data=synthetic_data)
     for key in ["longtail_version", "torch_version", "config", "train_counts", "history", "final", "train_seconds",
-                "eval_seconds", "wall_seconds", "device"]:
+                "eval_seconds", "wall_seconds", "device", "hardware"]:
         assert key in result
+    from longtail.train.device import cpu_has_native_bfloat16, hardware, same_hardware
+
+    assert result["hardware"]["native_bfloat16"] is cpu_has_native_bfloat16()
+    assert result["hardware"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert same_hardware(result["hardware"], hardware(torch.device("cpu")))
+    assert not same_hardware(result["hardware"], {**result["hardware"], "native_bfloat16": not cpu_has_native_bfloat16()})
+    assert not same_hardware(result["hardware"], {**result["hardware"], "gpu": "NVIDIA H200"})  # a GPU in one only
     final = result["final"]
     assert len(final["per_class_accuracy"]) == 10
     assert set(final["shot_accuracy"]) == {"many", "medium", "few"}

@@ -118,11 +118,13 @@ def _run_cell(job: tuple[float, int, Cell, str, bool]) -> tuple[str, float, int,
     that reproduces its final metrics (the same CPU kind) keeps the new checkpoint; one that does not (measured: an
     AMD EPYC with AVX512-BF16 retraining an Intel AMX run in bfloat16 moved CE's test accuracy by up to 0.7 point)
     restores the recorded run and drops the checkpoint, so no child starts from weights other than the recorded
-    run's and nothing recorded is lost (its children then fail with "no checkpoint" and a line says why).
+    run's and nothing recorded is lost (its children then fail with "no checkpoint" and a line says why). A parent
+    whose ``result.json`` records other hardware (:func:`longtail.train.device.hardware`) is not retrained at all.
     """
     import torch
 
     from longtail.train import TrainConfig, prepare_data, train
+    from longtail.train.device import hardware, same_hardware
 
     imbalance, seed, cell, out, is_parent = job
     torch.set_num_threads(1)
@@ -138,7 +140,14 @@ def _run_cell(job: tuple[float, int, Cell, str, bool]) -> tuple[str, float, int,
     if state == "finished":
         if not is_parent or (folder / "checkpoint.pt").exists():
             return None
-        before = json.loads((folder / "result.json").read_text())["final"]
+        recorded_run = json.loads((folder / "result.json").read_text())
+        trained_on, here = recorded_run.get("hardware"), hardware(torch.device("cpu"))
+        if trained_on is not None and not same_hardware(trained_on, here):  # older results do not record it
+            print(f"rho {imbalance:>5g}  seed {seed}  {cell.name:<24} not retrained for its checkpoint: it ran on "
+                  f"{_kind(trained_on)}, this machine is {_kind(here)} (a retrain would not reproduce it): children "
+                  "that start from it are not trained on this machine", flush=True)
+            return None
+        before = recorded_run["final"]
         folder.rename(recorded)  # its children need its weights: the same seeded run again
     elif state == "stale":  # the recipe changed: this cell starts over
         shutil.rmtree(folder)
@@ -167,6 +176,12 @@ def _run_cell(job: tuple[float, int, Cell, str, bool]) -> tuple[str, float, int,
                      "that start from it are not trained on this machine)")
     print(f"rho {imbalance:>5g}  seed {seed}  {cell.name:<24} {seconds:6.1f}s{again}", flush=True)
     return cell.name, imbalance, seed, seconds
+
+
+def _kind(hardware: dict[str, Any]) -> str:
+    """A :func:`longtail.train.device.hardware` record in words."""
+    bf16 = "native bfloat16" if hardware.get("native_bfloat16") else "no native bfloat16"
+    return f"{hardware.get('cpu', '?')} ({hardware.get('cpu_capability', '?')}, {bf16})"
 
 
 def _same_final(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -347,26 +362,11 @@ def _cost(cell: Cell) -> float:
 def _machine() -> dict[str, Any]:
     import torch
 
-    from longtail.train.device import cpu_has_native_bfloat16
+    from longtail.train.device import hardware
 
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "platform": platform.platform(),
-        # What `amp="auto"` trains in here: reports name the machines of one precision from this (result files do
-        # not record the machine).
-        "native_bfloat16": cpu_has_native_bfloat16(),
-    }
+    # `native_bfloat16` is what `amp="auto"` trains in here: reports name the machines of one precision from it.
+    return {**hardware(torch.device("cpu")), "cores": os.cpu_count(), "python": platform.python_version(),
+            "torch": torch.__version__, "platform": platform.platform()}
 
 
 if __name__ == "__main__":

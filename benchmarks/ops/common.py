@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from longtail.train.device import hardware
+
 Step = Callable[[], Any]
 
 
@@ -139,24 +141,12 @@ def check_peak_method(device: torch.device) -> dict[str, int]:
     return {"expected": 3 * mib, "measured": got}
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def machine(device: torch.device) -> dict[str, Any]:
     info: dict[str, Any] = {
-        "cpu": cpu_model(),
+        **hardware(device),
         "logical_cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "device": str(device),
@@ -165,8 +155,6 @@ def machine(device: torch.device) -> dict[str, Any]:
         info["load_average_at_start"] = [round(x, 2) for x in os.getloadavg()]
     except OSError:
         pass
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
     return info
 
 

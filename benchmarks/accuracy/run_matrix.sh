@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The converged accuracy matrix in priority order (resumable: rerun it after a stop and it goes on where it was).
-#   bash benchmarks/accuracy/run_matrix.sh      (from the repository root; about 47 hours on 2 cores in all)
+#   bash benchmarks/accuracy/run_matrix.sh      (from the repository root; about 40 hours on 2 cores with native bfloat16)
 # Stop it with `pkill -f run_matrix.sh; pkill -f benchmarks/accuracy/run.py` (the runner ends its workers on SIGTERM);
 # a stopped run resumes from its last epoch's checkpoint.
 # 1. At imbalance 100, then 50: the cells of the CDB/beta acceptance (CE, the stable CDB, tune-beta and its per-class

@@ -87,6 +87,7 @@ def cpu_has_native_bfloat16() -> bool:
         return False
 
 
+@functools.cache  # read once a process: result.json is rewritten at every checkpoint
 def cpu_model() -> str:
     """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere)."""
     try:

@@ -228,8 +228,15 @@ def test_the_claims_section_by_hand():
         (100.0, "cb_softmax_b0.9999"): {s: _run(e, 8) for s, e in enumerate([10.0, 10.1, 10.2])},
         (100.0, "cdb_tau1.5"): {s: _run(e, 12) for s, e in enumerate([14.5, 14.3, 14.6])},  # CE + 1.0 each seed
         (100.0, "cdb_dynamic"): {s: _run(e, 12) for s, e in enumerate([14.5, 15.3, 13.6])},
+        # focal: gamma 1 chosen by validation (11) over gamma 2 (12); the class-balanced focal's best is beta 0.999
+        (100.0, "focal_g1"): {s: _run(e, 11) for s, e in enumerate([13.0, 13.2, 13.1])},
+        (100.0, "focal_g2"): {s: _run(e, 12) for s, e in enumerate([12.0, 12.0, 12.0])},
+        (100.0, "cb_focal_b0.999_g1"): {s: _run(e, 9) for s, e in enumerate([12.0, 12.4, 12.2])},
+        (100.0, "cb_focal_b0.9999_g2"): {s: _run(e, 9.5) for s, e in enumerate([10.0, 10.0, 10.0])},
     }
     text = "\n".join(claims_section(runs, [10.0, 100.0]))
+    assert "| 100 | `cb_focal_b0.999_g1` - `focal_g1` | -0.90 [-1.15, -0.65] | holds |" in text
+    assert "`focal_g2`" not in text and "| 10 | `None`" not in text
     assert "| 10 | `cb_softmax_b0.999` - `ce` | -0.07 [-0.21, +0.08] | not settled (the interval holds 0) |" in text
     assert "| 100 | `cb_sigmoid_b0.99` - `ce` | -1.97 [-2.11, -1.82] | holds |" in text
     assert "| 100 | `cdb_tau1.5` - `ce` | +1.00 [+1.00, +1.00] | does not hold |" in text
@@ -239,6 +246,15 @@ def test_the_claims_section_by_hand():
     # the gain at 100 (1.97 [1.82, 2.11]) lies wholly beyond the gain at 10 (0.07 [-0.08, 0.21])
     assert "| 10 and 100 | best class-balanced - `ce` at each |" in text and text.rstrip().endswith("| holds |")
     assert claims_section({}, []) == []
+
+
+def test_the_precision_note_names_each_imbalances_precision():
+    from report import precision_note
+
+    assert precision_note({"bfloat16"}) == ["Every run trained with bfloat16 autocast.", ""]
+    assert precision_note({"off"})[0].startswith("Every run trained in float32")
+    assert precision_note({"off", "bfloat16"})[0].startswith("Cells marked *float32*")
+    assert precision_note({None}) == []  # results older than the autocast field: nothing claimed
 
 
 def test_the_reductions_section_pairs_the_two_reductions_by_beta():
@@ -365,7 +381,9 @@ def test_a_parent_recorded_on_other_hardware_is_not_retrained(tmp_path, monkeypa
     from longtail.train.device import hardware
 
     ce = {c.name: c for c in matrix.cells()}["ce"]
-    other = {**hardware(torch.device("cpu")), "cpu": "AMD EPYC", "cpu_capability": "AVX2", "native_bfloat16": False}
+    # a machine that is none of the real ones (an AMD EPYC with AVX2 was this test's 'other' until it ran on one)
+    here = hardware(torch.device("cpu"))
+    other = {**here, "cpu": f"not {here['cpu']}", "native_bfloat16": not here["native_bfloat16"]}
     runner = _write_result(tmp_path, 100, ce, 0, final={"accuracy": 0.8651}, hardware=other)
     folder = matrix.run_folder(tmp_path, 100, "ce", 0)
     saved = (folder / "result.json").read_text()
@@ -377,7 +395,9 @@ def test_a_parent_recorded_on_other_hardware_is_not_retrained(tmp_path, monkeypa
     monkeypatch.setattr(lt, "prepare_data", no_train)
     assert runner._run_cell((100, 0, ce, str(tmp_path), True)) is None
     out = capsys.readouterr().out
-    assert "not retrained for its checkpoint: it ran on AMD EPYC (AVX2, no native bfloat16)" in out
+    assert f"it ran on {runner._kind(other)}, this machine is {runner._kind(here)}" in out
+    assert runner._kind(dict(cpu="AMD EPYC", cpu_capability="AVX2", native_bfloat16=False)) == \
+        "AMD EPYC (AVX2, no native bfloat16)"
     assert (folder / "result.json").read_text() == saved and not (folder / "checkpoint.pt").exists()
     assert [p.name for p in folder.parent.iterdir()] == ["seed0"]
 

@@ -369,9 +369,16 @@ def claims_section(runs: dict, rhos: list[float]) -> list[str]:
         best_cb = best_by_validation(runs, rho, cb_paper)
         cb = runs.get((rho, best_cb), {}) if best_cb else {}
         cdb, dynamic = runs.get((rho, "cdb_tau1.5"), {}), runs.get((rho, "cdb_dynamic"), {})
+        # Cui et al.'s focal comparison: each side's gamma (and the class-balanced side's beta) chosen on validation.
+        best_focal = best_by_validation(runs, rho, [c.name for c in grid if c.name.startswith("focal_")])
+        best_cb_focal = best_by_validation(runs, rho, [c.name for c in grid if c.family == "cb_focal"])
+        focal = runs.get((rho, best_focal), {}) if best_focal else {}
+        cb_focal = runs.get((rho, best_cb_focal), {}) if best_cb_focal else {}
         tests = [
             ("The class-balanced loss, its configuration chosen on validation, beats softmax CE (Cui et al.)",
              f"`{best_cb}` - `ce`", cb, ce, "lower"),
+            ("Class-balanced re-weighting improves the focal loss, each tuned on validation (Cui et al.)",
+             f"`{best_cb_focal}` - `{best_focal}`", cb_focal, focal, "lower"),
             ("CDB with tau 1.5 beats softmax CE (Sinha et al.)", "`cdb_tau1.5` - `ce`", cdb, ce, "lower"),
             ("CDB beats the class-balanced loss (Sinha et al.)", f"`cdb_tau1.5` - `{best_cb}`", cdb, cb, "lower"),
             ("CDB's dynamic tau does as well as the fixed tau 1.5 (Sinha et al.)", "`cdb_dynamic` - `cdb_tau1.5`",
@@ -498,6 +505,18 @@ def session_lines(sessions: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def precision_note(precisions: set[str | None]) -> list[str]:
+    """The line under an imbalance's heading that says which precision its runs trained in (``autocast`` of their
+    result files): every one bfloat16, every one float32, or a mix whose float32 cells the table marks."""
+    if precisions == {"off"}:
+        return ["Every run trained in float32, on a machine without native bfloat16 (the other imbalances' runs are "
+                "mostly bfloat16 autocast; [the convergence study](convergence.md) pairs the two at this recipe).", ""]
+    if "off" in precisions:
+        return ["Cells marked *float32* have runs trained in float32 on a machine without native bfloat16, the "
+                "others bfloat16 autocast ([the convergence study](convergence.md) pairs the two at this recipe).", ""]
+    return ["Every run trained with bfloat16 autocast.", ""] if precisions == {"bfloat16"} else []
+
+
 def write_report(results: Path, docs: Path) -> Path:
     runs = load(results)
     grid = cells()
@@ -572,12 +591,8 @@ def write_report(results: Path, docs: Path) -> Path:
         lines.append(f"Training images per class: {first['train_counts']} (total {sum(first['train_counts'])}).")
         lines.append("")
         precisions = {r.get("autocast") for (r_, _), seeds in runs.items() if r_ == rho for r in seeds.values()}
-        if "off" in precisions:
-            lines += ["Cells marked *float32* have runs trained in float32 on a machine without native bfloat16, the "
-                      "others bfloat16 autocast ([the convergence study](convergence.md) pairs the two at this "
-                      "recipe).", ""]
-        elif precisions == {"bfloat16"}:
-            lines += ["Every run trained with bfloat16 autocast.", ""]
+        all_fp32 = precisions == {"off"}
+        lines += precision_note(precisions)
         lines.append("| loss | seeds | error % | Δ error vs CE | balanced acc % | many % | medium % | few % | val error % |")
         lines.append("|---|---|---|---|---|---|---|---|---|")
         for cell in grid:
@@ -585,7 +600,7 @@ def write_report(results: Path, docs: Path) -> Path:
             if not seeds:
                 continue
             rs = list(seeds.values())
-            fp32 = sum(r.get("autocast") == "off" for r in rs)
+            fp32 = 0 if all_fp32 else sum(r.get("autocast") == "off" for r in rs)
             lines.append(
                 f"| `{cell.name}`{f' (float32: {fp32} of {len(rs)} seeds)' if fp32 else ''} | {len(rs)} | "
                 f"{fmt([_metric(r, 'error') for r in rs])} | "

@@ -246,6 +246,21 @@ def test_the_claims_section_by_hand():
     # the gain at 100 (1.97 [1.82, 2.11]) lies wholly beyond the gain at 10 (0.07 [-0.08, 0.21])
     assert "| 10 and 100 | best class-balanced - `ce` at each |" in text and text.rstrip().endswith("| holds |")
     assert claims_section({}, []) == []
+    # one beta finished: no choice of beta, so no verdict on the paper's beta
+    one = {(200.0, "ce"): runs[(100.0, "ce")], (200.0, "cb_sigmoid_b0.9999"): runs[(100.0, "cb_softmax_b0.9999")]}
+    text = "\n".join(claims_section(one, [200.0]))
+    assert "| 200 | `cb_sigmoid_b0.9999` - `ce` |" in text and "best beta" not in text
+
+
+def test_the_plots_show_the_imbalance_with_the_most_finished_runs():
+    from report import plot_imbalance
+
+    three, one = {s: _run(10.0, 9) for s in range(3)}, {0: _run(10.0, 9)}
+    runs = {(100.0, "ce"): three, (100.0, "crt"): three, (200.0, "ce"): three, (200.0, "lws"): one}
+    assert plot_imbalance(runs, [100.0, 200.0]) == 100.0
+    runs[(200.0, "crt")] = three
+    assert plot_imbalance(runs, [100.0, 200.0]) == 200.0
+    assert plot_imbalance({(50.0, "ce"): one, (100.0, "ce"): one}, [50.0, 100.0]) == 100.0  # a tie: the larger
 
 
 def test_the_precision_note_names_each_imbalances_precision():

@@ -254,7 +254,7 @@ def cdb_and_beta_section(runs: dict, tuning: dict, rhos: list[float]) -> list[st
         ce = runs.get((rho, "ce"), {})
         best_cb = best_by_validation(runs, rho, cb_all)
         best_paper = best_by_validation(runs, rho, paper)
-        cb = runs.get((rho, best_cb), {}) if best_cb else {}
+        cb = runs.get((rho, best_cb), {})
         for name in ("ce", best_cb, "cdb_tau1.5", "cdb_dynamic", "cdb_stable", "cdb_stable_wm", "cdb_stable_focal"):
             seeds = runs.get((rho, name), {}) if name else {}
             if not seeds:
@@ -310,7 +310,7 @@ def cdb_and_beta_section(runs: dict, tuning: dict, rhos: list[float]) -> list[st
                           if kind == "grid" else "")
                 columns += [f"`{cell}`{scores}", "-" if full is None else f"{_metric(full, 'error'):.2f}"]
             beta_rows.append(f"| {rho:g} | {seed} | {' | '.join(columns)} | {cost:.0f} ({ratio}) |")
-        bp = runs.get((rho, best_paper), {}) if best_paper else {}
+        bp = runs.get((rho, best_paper), {})
         for kind, what in (("grid", "tune-beta's choices (the paper grid, its default)"),
                            ("with_per_class", "its choices with the per-class candidates too (`--per-class-beta`)")):
             common = [(k, e) for k, e in picks[kind] if k in bp]
@@ -367,13 +367,13 @@ def claims_section(runs: dict, rhos: list[float]) -> list[str]:
     for rho in rhos:
         ce = runs.get((rho, "ce"), {})
         best_cb = best_by_validation(runs, rho, cb_paper)
-        cb = runs.get((rho, best_cb), {}) if best_cb else {}
+        cb = runs.get((rho, best_cb), {})
         cdb, dynamic = runs.get((rho, "cdb_tau1.5"), {}), runs.get((rho, "cdb_dynamic"), {})
         # Cui et al.'s focal comparison: each side's gamma (and the class-balanced side's beta) chosen on validation.
         best_focal = best_by_validation(runs, rho, [c.name for c in grid if c.name.startswith("focal_")])
         best_cb_focal = best_by_validation(runs, rho, [c.name for c in grid if c.family == "cb_focal"])
-        focal = runs.get((rho, best_focal), {}) if best_focal else {}
-        cb_focal = runs.get((rho, best_cb_focal), {}) if best_cb_focal else {}
+        focal = runs.get((rho, best_focal), {})
+        cb_focal = runs.get((rho, best_cb_focal), {})
         tests = [
             ("The class-balanced loss, its configuration chosen on validation, beats softmax CE (Cui et al.)",
              f"`{best_cb}` - `ce`", cb, ce, "lower"),
@@ -572,7 +572,7 @@ def write_report(results: Path, docs: Path) -> Path:
         best_cdb = best_by_validation(runs, rho, [c.name for c in grid if c.family == "cdb"])
         row = [f"{rho:g}", fmt([_metric(r, "error") for r in ce.values()])]
         for best in (best_cb, best_cdb):
-            chosen = runs.get((rho, best), {}) if best else {}
+            chosen = runs.get((rho, best), {})
             row += [f"`{best}`" if best else "-", fmt([_metric(r, "error") for r in chosen.values()]),
                     paired_difference(chosen, ce, "error") if best and ce else "-"]
         summary.append("| " + " | ".join(row) + " |")
@@ -592,8 +592,8 @@ def write_report(results: Path, docs: Path) -> Path:
         lines.append(f"Training images per class: {first['train_counts']} (total {sum(first['train_counts'])}).")
         lines.append("")
         precisions = {r.get("autocast") for (r_, _), seeds in runs.items() if r_ == rho for r in seeds.values()}
-        all_fp32 = precisions == {"off"}
         lines += precision_note(precisions)
+        mixed = len(precisions) > 1  # only a mix marks its float32 cells; the note names a single precision
         lines.append("| loss | seeds | error % | Δ error vs CE | balanced acc % | many % | medium % | few % | val error % |")
         lines.append("|---|---|---|---|---|---|---|---|---|")
         for cell in grid:
@@ -601,7 +601,7 @@ def write_report(results: Path, docs: Path) -> Path:
             if not seeds:
                 continue
             rs = list(seeds.values())
-            fp32 = 0 if all_fp32 else sum(r.get("autocast") == "off" for r in rs)
+            fp32 = sum(r.get("autocast") == "off" for r in rs) if mixed else 0
             lines.append(
                 f"| `{cell.name}`{f' (float32: {fp32} of {len(rs)} seeds)' if fp32 else ''} | {len(rs)} | "
                 f"{fmt([_metric(r, 'error') for r in rs])} | "

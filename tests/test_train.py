@@ -81,6 +81,24 @@ def test_deferred_reweighting_switches_weights_at_its_epoch(synthetic_data, tmp_
     torch.testing.assert_close(state["criterion"]["weight"], class_balanced_weights(synthetic_data.counts, 0.9999))
 
 
+def test_prepared_data_moves_to_another_device_and_stays_where_it_is(synthetic_data):
+    assert synthetic_data.to(torch.device("cpu")) is synthetic_data
+    moved = synthetic_data.to(torch.device("meta"))
+    for split, before in [(moved.train, synthetic_data.train), (moved.test, synthetic_data.test)]:
+        assert split.images.device.type == split.labels.device.type == "meta"
+        assert split.images.shape == before.images.shape and split.labels.dtype == before.labels.dtype
+    assert (moved.val is None) is (synthetic_data.val is None)
+    assert moved.counts is synthetic_data.counts and moved.classes == synthetic_data.classes  # counts stay on the CPU
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_data_prepared_on_the_cpu_trains_on_cuda(synthetic_data, tmp_path):
+    # Measured on an H200 before the move: the epoch's CUDA generator met CPU labels in randperm (a RuntimeError).
+    result = train(TrainConfig(**FAST, device="cuda"), tmp_path, verbose=0, data=synthetic_data)
+    assert result["status"] == "complete" and result["device"].startswith("cuda")
+    assert synthetic_data.train.labels.device.type == "cpu"  # the caller's data is not moved under it
+
+
 def test_result_file_contents(synthetic_data, tmp_path):
     result = train(TrainConfig(**FAST), tmp_path, verbose=0, data=synthetic_data)
     for key in ["longtail_version", "torch_version", "config", "train_counts", "history", "final", "train_seconds",
@@ -90,9 +108,11 @@ def test_result_file_contents(synthetic_data, tmp_path):
 
     assert result["hardware"]["native_bfloat16"] is cpu_has_native_bfloat16()
     assert result["hardware"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
-    assert same_hardware(result["hardware"], hardware(torch.device("cpu")))
+    ran_on = torch.device(result["device"])  # FAST's device="auto": CUDA where a GPU is present
+    assert same_hardware(result["hardware"], hardware(ran_on))
+    assert ("gpu" in result["hardware"]) is (ran_on.type == "cuda")
     assert not same_hardware(result["hardware"], {**result["hardware"], "native_bfloat16": not cpu_has_native_bfloat16()})
-    assert not same_hardware(result["hardware"], {**result["hardware"], "gpu": "NVIDIA H200"})  # a GPU in one only
+    assert not same_hardware(result["hardware"], {**result["hardware"], "gpu": "another GPU"})  # another GPU, or one
     final = result["final"]
     assert len(final["per_class_accuracy"]) == 10
     assert set(final["shot_accuracy"]) == {"many", "medium", "few"}

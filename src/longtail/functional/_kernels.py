@@ -179,7 +179,9 @@ class FocalNLL(torch.autograd.Function):
         modulator = torch.mul(log_q, gamma).exp_()
         ctx.save_for_backward(log_prob, log_q, modulator)
         ctx.gamma = gamma
-        return torch.mul(modulator, log_prob).neg_()
+        # Out of place: under torch.compile, torch 2.11 gives a zero gradient through a forward whose output comes
+        # from an in-place op (``.neg_()``; measured on 2.11.0, fixed by 2.13); the extra (N, *) buffer is small.
+        return torch.neg(torch.mul(modulator, log_prob))
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:

@@ -7,7 +7,7 @@ whole batch at once with tensor indexing, no per-image Python.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -27,6 +27,12 @@ class DeviceSplit:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    def to(self, device: torch.device) -> DeviceSplit:
+        """This split on ``device`` (itself when it is there already)."""
+        if self.labels.device == device:
+            return self
+        return DeviceSplit(self.images.to(device), self.labels.to(device))
+
 
 @dataclass
 class PreparedData:
@@ -40,6 +46,13 @@ class PreparedData:
     # a model trained on these sees raw inputs only through them (checkpoints carry them).
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
+
+    def to(self, device: torch.device) -> PreparedData:
+        """The splits on ``device`` (``counts`` stay on the CPU); itself when they are there already."""
+        if self.train.labels.device == device:
+            return self
+        return replace(self, train=self.train.to(device), val=None if self.val is None else self.val.to(device),
+                       test=self.test.to(device))
 
     @property
     def num_classes(self) -> int:

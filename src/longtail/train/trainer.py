@@ -200,8 +200,9 @@ def build_run(
     device = device if device is not None else resolve_device(config.device)
     world = distributed()[1]
     check_batch_per_process(config.batch_size, world)
-    if data is None:
-        data = prepare_data(config, device)
+    # Data prepared elsewhere (on the CPU, say, and reused across runs) moves to the run's device: the epoch's
+    # generator, order and batches all live there.
+    data = prepare_data(config, device) if data is None else data.to(device)
     if len(data.train) < 2 * world:  # no batch of 2 per process: every epoch would train zero steps
         raise ValueError(
             f"the training split must hold at least 2 x the world size = {2 * world} images (one batch of 2 per "

@@ -204,6 +204,21 @@ def test_focal_nll_at_probability_one_and_zero_is_finite(dtype, gamma):
 # --- torch.compile -------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("kernel", ["target_log_softmax", "sigmoid", "sigmoid_focal", "sigmoid_focal_alpha", "focal_nll"])
+def test_kernel_outputs_are_not_written_in_place(kernel):
+    # Measured with torch 2.11.0: under torch.compile, a Function whose forward returned the result of an in-place op
+    # (FocalNLL's ``.neg_()``) got a zero gradient. A fresh output has version 0 on every torch version.
+    z, y = _inputs((6, 5), seed=3)
+    out = {
+        "target_log_softmax": lambda: TargetLogSoftmax.apply(z, y),
+        "sigmoid": lambda: SigmoidRowSum.apply(z, y, None, None),
+        "sigmoid_focal": lambda: SigmoidRowSum.apply(z, y, 2.0, None),
+        "sigmoid_focal_alpha": lambda: SigmoidRowSum.apply(z, y, 2.0, 0.25),
+        "focal_nll": lambda: FocalNLL.apply(F.log_softmax(z, 1)[:, 0], 2.0),
+    }[kernel]()
+    assert out._version == 0
+
+
 def test_kernels_compile_without_graph_breaks():
     torch._dynamo.reset()
     z, y = _inputs((6, 5), seed=10)

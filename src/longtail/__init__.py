@@ -7,6 +7,7 @@ Sinha et al. (ACCV 2020), and the peers users compare them with, as functions
 
 from . import functional
 from .bias_init import init_prior_bias
+from .checks import value_checks
 from .cdb import ClassDifficulty, TrainingDifficultyEMA, cdb_weights, dynamic_tau
 from .counts import class_counts
 from .drw import DeferredReweighting
@@ -52,6 +53,7 @@ __all__ = [
     "functional",
     "init_prior_bias",
     "tune_beta",
+    "value_checks",
 ]
 
 # Submodules not imported above (longtail.data, .models, .train, .sklearn, ...) load on first attribute access

@@ -5,7 +5,9 @@ Every check raises ``ValueError`` (bad value) or ``TypeError`` (bad type) with a
 canonical form (a Python ``float``/``int``, a float64 tensor, ...), so callers write
 ``self.gamma = check_gamma(gamma)`` and never check twice. Checks that must look at tensor *values*
 (labels in range, counts non-negative) are data-dependent; the loss functions skip those while
-``torch.compile`` is tracing so that ``forward`` compiles without graph breaks.
+``torch.compile`` is tracing so that ``forward`` compiles without graph breaks, and inside
+:func:`value_checks` ``(False)``, where a caller that validated its data once (the trainer) steps without the one
+host synchronisation a call that they cost.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from __future__ import annotations
 import math
 import numbers
 import re
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +33,46 @@ def is_compiling() -> bool:
     if compiler is not None and hasattr(compiler, "is_compiling"):
         return bool(compiler.is_compiling())
     return bool(torch._dynamo.is_compiling())  # torch < 2.3
+
+
+_VALUE_CHECKS = threading.local()
+
+
+def value_checks_enabled() -> bool:
+    """Whether the losses check tensor values in this thread (see :func:`value_checks`; on by default)."""
+    return getattr(_VALUE_CHECKS, "enabled", True)
+
+
+@contextmanager
+def value_checks(enabled: bool) -> Iterator[None]:
+    """Turns the losses' data-dependent checks on or off in this thread, for the ``with`` block.
+
+    Those checks (labels in ``[0, C)`` or ``ignore_index``, weights finite and non-negative, soft targets in
+    ``[0, 1]``) cost one host synchronisation a call: on CUDA the CPU waits for the GPU every step and can no
+    longer queue the next step's kernels ahead. A caller whose labels and weights were checked once may turn them
+    off; bad values then give a wrong loss or an indexing error instead of a ``ValueError``. The trainer checks
+    the first batch of every epoch (after the epoch's weight updates) and runs the others without.
+
+    Example:
+        >>> import torch
+        >>> from longtail.functional import class_balanced_loss
+        >>> logits, weight = torch.zeros(2, 3), torch.tensor([1.0, -1.0, 1.0])
+        >>> class_balanced_loss(logits, torch.tensor([0, 2]), weight)
+        Traceback (most recent call last):
+        ...
+        ValueError: weight must be finite and non-negative; got [1.0, -1.0, 1.0] (bad classes [1])
+        >>> with value_checks(False):  # checked once elsewhere: no sync, and no check
+        ...     class_balanced_loss(logits, torch.tensor([0, 2]), weight.abs())
+        tensor(1.0986)
+    """
+    if not isinstance(enabled, bool):
+        raise TypeError(f"enabled must be a bool; got {type(enabled).__name__}")
+    before = value_checks_enabled()
+    _VALUE_CHECKS.enabled = enabled
+    try:
+        yield
+    finally:
+        _VALUE_CHECKS.enabled = before
 
 
 def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:

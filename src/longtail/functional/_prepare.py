@@ -37,6 +37,7 @@ from ..checks import (
     check_target,
     check_target_values,
     is_compiling,
+    value_checks_enabled,
     pos_weight_values_ok,
     sample_weight_values_ok,
 )
@@ -123,7 +124,7 @@ def _check_values(
     detailed checks run in a fixed order (weight, target, sample_weight, pos_weight, ``per_class``) and
     the first bad argument raises its message.
     """
-    if is_compiling():
+    if is_compiling() or not value_checks_enabled():
         return
     flags: list[torch.Tensor] = []
     if weight is not None:

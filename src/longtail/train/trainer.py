@@ -44,7 +44,7 @@ from torch import nn
 
 from .. import __version__
 from ..bias_init import init_prior_bias
-from ..checks import check_batch_per_process, check_output_folder
+from ..checks import check_batch_per_process, check_output_folder, value_checks
 from ..metrics import ConfusionMeter, nan_to_none, relative_shot_thresholds
 from ..drw import DeferredReweighting
 from ..io import clean_stale_temporaries, load_checkpoint, save_checkpoint, write_json, write_text
@@ -275,7 +275,10 @@ def train_one_epoch(run: Run, epoch: int, progress: Any = None) -> float:
         images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=run.autocast):
             logits = (run.network if full else run.eager)(images)
-        loss = run.criterion(logits.float(), data.labels[indices])
+        # The loss checks its labels and weights on the epoch's first batch (after the epoch's weight updates) and
+        # not on the others: each check is a host sync, which on CUDA stalls the queue of kernels every step.
+        with value_checks(step == 0):
+            loss = run.criterion(logits.float(), data.labels[indices])
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         run.optimizer.step()

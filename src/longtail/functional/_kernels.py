@@ -180,7 +180,7 @@ class FocalNLL(torch.autograd.Function):
         ctx.save_for_backward(log_prob, log_q, modulator)
         ctx.gamma = gamma
         # Out of place: under torch.compile, torch 2.11 gives a zero gradient through a forward whose output comes
-        # from an in-place op (``.neg_()``; measured on 2.11.0, fixed by 2.13); the extra (N, *) buffer is small.
+        # from an in-place op (``.neg_()``; measured on 2.11.0, right on 2.13.0); the extra (N, *) buffer is small.
         return torch.neg(torch.mul(modulator, log_prob))
 
     @staticmethod

@@ -37,9 +37,9 @@ from ..checks import (
     check_target,
     check_target_values,
     is_compiling,
-    value_checks_enabled,
     pos_weight_values_ok,
     sample_weight_values_ok,
+    value_checks_enabled,
 )
 
 

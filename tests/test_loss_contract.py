@@ -32,6 +32,7 @@ from longtail import (
 )
 from longtail.losses import WeightedLoss
 from longtail.train import LOSSES, TrainConfig, build_loss
+from profiling import host_syncs
 
 C = 4
 COUNTS = [400, 90, 20, 5]
@@ -353,25 +354,16 @@ def test_bad_sample_weight_is_refused_with_a_message(case, bad, error, match):
         case.make()(torch.zeros(3, C), torch.tensor([0, 1, 2]), bad)
 
 
-def _host_syncs(fn: Callable[[], object]) -> int:
-    """``aten::_local_scalar_dense`` calls (``.item()``, ``bool()`` of a tensor: a host sync on CUDA) made by ``fn``."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        fn()
-    return sum(e.count for e in prof.key_averages() if e.key == "aten::_local_scalar_dense")
-
-
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_value_checks_off_give_the_same_loss_with_no_host_sync(case):
     criterion = case.make()
     z, y = torch.randn(6, C, generator=torch.Generator().manual_seed(1)), torch.tensor([0, 1, 2, 3, 0, 1])
     expected = criterion(z, y)
-    assert _host_syncs(lambda: criterion(z, y)) == 1  # the one merged value check
+    assert host_syncs(lambda: criterion(z, y)) == 1  # the one merged value check
     with longtail.value_checks(False):
         assert longtail.checks.value_checks_enabled() is False
         torch.testing.assert_close(criterion(z, y), expected, rtol=0, atol=0)
-        assert _host_syncs(lambda: criterion(z, y)) == 0
+        assert host_syncs(lambda: criterion(z, y)) == 0
     assert longtail.checks.value_checks_enabled() is True
     with pytest.raises(ValueError, match=r"^target labels must be in \[0, 3\] or equal ignore_index=-100; got label 4$"):
         criterion(z, torch.tensor([0, 1, 2, 3, 0, C]))  # on again after the block

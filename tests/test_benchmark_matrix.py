@@ -147,7 +147,9 @@ def test_the_cost_estimate_scales_by_training_set_size():
     runs = {(100.0, "ce"): {0: _run(13, 10, seconds=14824 * 0.02)}}
     text = cost_estimate(runs)
     joint = [c for c in matrix.cells() if c.kind == "train" and not c.starts_from_parent]
-    hours = 0.02 * sum(_train_size(r) for r in matrix.IMBALANCES) * len(joint) * len(matrix.SEEDS) / 2 / 3600
+    # the cells left out at an imbalance (uniform weights) are not trained there: 14 at 10, 5 at 50 and 100
+    trained = {10: len(joint) - 14, 50: len(joint) - 5, 100: len(joint) - 5, 200: len(joint)}
+    hours = 0.02 * sum(_train_size(r) * trained[r] for r in matrix.IMBALANCES) * len(matrix.SEEDS) / 2 / 3600
     assert f"**{hours:.0f} hours in bfloat16 autocast** on a 2-core machine" in text
     # float32 runs (a CPU without native bfloat16) get their own rate, not one average over both machines
     runs[(100.0, "cdb_stable")] = {0: _run(12, 9, seconds=14824 * 0.05, autocast="off")}
@@ -498,3 +500,107 @@ def test_the_pooled_precision_verdict_bounds_the_effect_only_where_every_cell_ag
     (_, text), = [_pooled_verdict(shifted, b)]  # x: +1.0, +1.1, its own interval excludes 0
     assert "may differ between losses" in text and "at most" not in text
     assert _pooled_verdict({k: v for k, v in a.items() if k[0] == "x"}, b) == []  # one cell: nothing to pool
+
+
+def test_the_cells_left_out_are_the_uniformly_weighted_ones_each_with_its_stand_in():
+    by_name = {c.name: c for c in matrix.cells()}
+    ten = matrix.omitted(10)
+    # by hand: at imbalance 10 the counts run from 597 to 5975, so w_c = (1 - b) / (1 - b**n_c) is flat for b <= 0.99
+    assert matrix.train_counts(10)[-1] == 597 and matrix.train_counts(10)[0] == 5975
+    spread = (1 - 0.99 ** 5975) / (1 - 0.99 ** 597) - 1
+    assert matrix.weight_spread(0.99, 10) == pytest.approx(spread, rel=1e-9) and 0.0024 < spread < 0.0025
+    assert matrix.weight_spread(0.9, 10) == 0.0  # 1 - 0.9**597 rounds to 1 in float64
+    assert matrix.weight_spread(0.999, 10) > 1.0 and matrix.weight_spread(0.9, 200) > matrix.UNIFORM_WEIGHTS
+    for beta in (0.9, 0.99):
+        assert ten[f"cb_softmax_b{beta:g}"] == ten[f"cb_softmax_wm_b{beta:g}"] == "ce"
+        for gamma in matrix.GAMMAS:
+            assert ten[f"cb_softmax_focal_b{beta:g}_g{gamma:g}"] == f"focal_g{gamma:g}"
+    # the sigmoid forms have no unweighted cell: their smallest beta is trained and stands for the others
+    assert "cb_sigmoid_b0.9" not in ten and ten["cb_sigmoid_b0.99"] == "cb_sigmoid_b0.9"
+    assert all(f"cb_focal_b0.9_g{g:g}" not in ten and ten[f"cb_focal_b0.99_g{g:g}"] == f"cb_focal_b0.9_g{g:g}"
+               for g in matrix.GAMMAS)
+    assert len(ten) == 14
+    assert set(matrix.omitted(100)) == set(matrix.omitted(50)) == {
+        "cb_softmax_b0.9", "cb_softmax_wm_b0.9", *(f"cb_softmax_focal_b0.9_g{g:g}" for g in matrix.GAMMAS)}
+    assert matrix.omitted(200) == {}
+    for rho in matrix.IMBALANCES:
+        for name, stand_in in matrix.omitted(rho).items():
+            assert stand_in in by_name and stand_in not in matrix.omitted(rho)
+            assert matrix.weight_spread(by_name[name].beta, rho) < matrix.UNIFORM_WEIGHTS
+
+
+@pytest.mark.filterwarnings("ignore::longtail.BetaRangeWarning")  # nearly uniform weights are the point here
+def test_a_left_out_cell_trains_its_stand_ins_loss():
+    from longtail.train import LOSSES
+
+    counts = torch.tensor(matrix.train_counts(10))
+    logits, target = torch.randn(64, 10, dtype=torch.float64), torch.randint(0, 10, (64,))
+    ce = LOSSES["ce"].build(counts)(logits, target)
+    for reduction in ("mean", "weighted_mean"):  # beta 0.9: weights exactly 1, the same loss to the bit
+        cb = LOSSES["cb_softmax"].build(counts, beta=0.9, class_betas=None, reduction=reduction)
+        assert torch.equal(cb(logits, target), ce)
+        near = LOSSES["cb_softmax"].build(counts, beta=0.99, class_betas=None, reduction=reduction)(logits, target)
+        assert torch.allclose(near, ce, rtol=matrix.UNIFORM_WEIGHTS, atol=0)
+    for gamma in matrix.GAMMAS:
+        focal = LOSSES["focal"].build(counts, gamma=gamma)(logits, target)
+        cb = LOSSES["cb_softmax_focal"].build(counts, beta=0.9, class_betas=None, reduction="mean", gamma=gamma)
+        torch.testing.assert_close(cb(logits, target), focal, rtol=1e-12, atol=0)
+    sigmoid = [LOSSES["cb_sigmoid"].build(counts, beta=b, class_betas=None, reduction="mean")(logits, target)
+               for b in (0.9, 0.99)]
+    assert torch.allclose(sigmoid[1], sigmoid[0], rtol=matrix.UNIFORM_WEIGHTS, atol=0)
+
+
+def test_the_runner_leaves_out_the_omitted_cells(capsys):
+    import run as runner
+
+    by_name = {c.name: c for c in matrix.cells()}
+    pairs = [(rho, seed, by_name[name]) for rho in (100.0, 10.0) for seed in (0, 1)
+             for name in ("ce", "cb_softmax_b0.9", "cb_sigmoid_b0.99")]
+    kept = runner.drop_omitted(pairs)
+    assert [(rho, seed, c.name) for rho, seed, c in kept] == [
+        (100.0, 0, "ce"), (100.0, 0, "cb_sigmoid_b0.99"), (100.0, 1, "ce"), (100.0, 1, "cb_sigmoid_b0.99"),
+        (10.0, 0, "ce"), (10.0, 1, "ce")]
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["rho   100  left out (uniform class-balanced weights; --include-omitted trains them): "
+                   "cb_softmax_b0.9 (= ce)",
+                   "rho    10  left out (uniform class-balanced weights; --include-omitted trains them): "
+                   "cb_softmax_b0.9 (= ce), cb_sigmoid_b0.99 (= cb_sigmoid_b0.9)"]
+
+
+def test_imbalance_200_is_pinned_to_float32_and_keeps_its_float32_runs_of_amp_auto(tmp_path):
+    by_name = {c.name: c for c in matrix.cells()}
+    ce = by_name["ce"]
+    amp = {rho: TrainConfig(**matrix.config_for(ce, rho, 0)).amp for rho in matrix.IMBALANCES}
+    assert amp == {10: "auto", 50: "auto", 100: "auto", 200: "off"}  # "auto": the trainer's default
+    assert matrix.config_for(by_name["focal_g1"], 200, 1)["amp"] == "off"
+    pinned = TrainConfig(**matrix.config_for(ce, 200, 0)).to_dict()
+    auto = {**pinned, "amp": "auto"}  # how a CPU without native bfloat16 recorded its float32 runs
+    assert matrix.same_recipe(auto, pinned, "off") and not matrix.same_recipe(auto, pinned, "bfloat16")
+    assert not matrix.same_recipe(auto, pinned) and matrix.same_recipe(pinned, pinned)
+    assert not matrix.same_recipe({**pinned, "amp": "bf16"}, pinned, "bfloat16")
+    assert not matrix.same_recipe(pinned, auto, "off")  # an "auto" cell is not finished by a pinned run
+    assert not matrix.same_recipe({**auto, "lr": 0.1}, pinned, "off")
+    runner = _write_result(tmp_path, 200, ce, 0, config={"amp": "auto"}, autocast="off")
+    assert runner.run_state(200, 0, ce, tmp_path) == "finished"
+    _write_result(tmp_path, 200, ce, 1, config={"amp": "auto"}, autocast="bfloat16")
+    assert runner.run_state(200, 1, ce, tmp_path) == "stale"
+    assert runner.precision(by_name["cb_sigmoid_b0.9999"], 200, 0, tmp_path) == "off"
+
+
+def test_the_report_puts_a_left_out_cells_stand_in_in_its_place(tmp_path):
+    from report import headline_cells, is_alias, load, omitted_section, shown
+
+    by_name = {c.name: c for c in matrix.cells()}
+    final = {"accuracy": 0.9, "balanced_accuracy": 0.9, "per_class_accuracy": [0.9] * 10}
+    for seed in range(2):
+        for rho, name in ((10, "ce"), (100, "ce"), (100, "cb_softmax_b0.9")):
+            _write_result(tmp_path, rho, by_name[name], seed, final=final, history=[{"val": {"accuracy": 0.9}}])
+    runs = load(tmp_path)
+    assert runs[(10.0, "cb_softmax_b0.9")] is runs[(10.0, "ce")] and is_alias(runs, 10.0, "cb_softmax_wm_b0.99")
+    assert not is_alias(runs, 100.0, "cb_softmax_b0.9") and not is_alias(runs, 10.0, "ce")
+    assert (10.0, "cb_sigmoid_b0.99") not in runs  # its stand-in has not run
+    assert shown(runs, 10.0, "cb_softmax_b0.99") == "`cb_softmax_b0.99` (= `ce`)"
+    assert headline_cells(runs, 10.0) == ["ce"]  # the best class-balanced cell by validation is CE's stand-in
+    text = "\n".join(omitted_section(runs, [10.0, 100.0]))
+    assert "| 10 | `cb_softmax_b0.99` | 0.0025 | `ce` | not run (left out) |" in text
+    assert "| 100 | `cb_softmax_b0.9` | 0.002 | `ce` | +0.00 [+0.00, +0.00] |" in text

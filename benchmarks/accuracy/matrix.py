@@ -8,6 +8,7 @@ and the model's initialisation and data order.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,6 +140,70 @@ def cells() -> list[Cell]:
     return grid
 
 
+# Cells left out with a stated reason. A class-balanced cell whose weights at an imbalance's training counts are
+# uniform to within UNIFORM_WEIGHTS (max / min - 1) trains its unweighted loss, which another cell already trains: at
+# imbalance 10 (597 to 5975 images a class) beta 0.9 gives weights of exactly 1.0 in float64 (1 - 0.9**597 rounds to
+# 1) and beta 0.99 weights within 0.25 % of 1. The rule was checked where such cells had run before it: beta 0.9 at
+# imbalance 100 (weights within 0.20 %) and 50 (4e-6), 3 seeds each, every one level with its equivalent (the
+# report's "Cells left out" section). The sigmoid forms have no unweighted cell of their own, so their smallest beta
+# is kept as one and their other uniform betas point to it. Nothing at imbalance 200 (beta 0.9: 4.9 %) is left out.
+UNIFORM_WEIGHTS = 0.005
+
+
+def train_counts(imbalance: float) -> list[int]:
+    """Fashion-MNIST-LT's training images per class at ``imbalance`` (6000 a class, the validation split held out),
+    as the trainer draws them (``longtail.data.long_tailed_counts`` with the recipe's profile)."""
+    from longtail.data import long_tailed_counts
+
+    return long_tailed_counts(10, 6000 - RECIPE["val_per_class"], imbalance, RECIPE.get("profile", "exp"))
+
+
+def weight_spread(beta: float, imbalance: float) -> float:
+    """``max / min - 1`` of the class-balanced weights for ``beta`` at ``imbalance``'s training counts (0: uniform)."""
+    import warnings
+
+    import torch
+
+    from longtail import BetaRangeWarning, class_balanced_weights
+
+    with warnings.catch_warnings():  # nearly uniform weights are what this measures
+        warnings.simplefilter("ignore", BetaRangeWarning)
+        weights = class_balanced_weights(train_counts(imbalance), beta, dtype=torch.float64)
+    return float(weights.max() / weights.min() - 1)
+
+
+# The cell that trains a class-balanced family's loss with uniform weights: CE for the softmax (either reduction:
+# with all weights 1 both divide by N), the focal loss of the same gamma for the softmax focal; the sigmoid forms'
+# smallest beta (they have no unweighted cell).
+def _unweighted_cell(cell: Cell) -> str | None:
+    if cell.family in ("cb_softmax", "cb_softmax_wm"):
+        return "ce"
+    if cell.family == "cb_softmax_focal":
+        return f"focal_g{cell.gamma:g}"
+    if cell.family in ("cb_sigmoid", "cb_focal"):
+        smallest = cb_cell(cell.family, cell.overrides["loss"], min(BETAS), cell.gamma).name
+        return None if smallest == cell.name else smallest
+    return None
+
+
+def omitted(imbalance: float) -> dict[str, str]:
+    """The cells left out at ``imbalance`` (their weights are uniform there), each with the cell that trains the same
+    loss: ``{cell: equivalent}``. The runner does not train them; the report shows the equivalent in their place."""
+    return dict(_omitted(float(imbalance)))
+
+
+@functools.lru_cache(maxsize=None)
+def _omitted(imbalance: float) -> tuple[tuple[str, str], ...]:
+    out = []
+    for cell in cells():
+        if cell.beta is None or cell.kind != "train" or cell.parent is not None:
+            continue
+        equivalent = _unweighted_cell(cell)
+        if equivalent is not None and weight_spread(cell.beta, imbalance) < UNIFORM_WEIGHTS:
+            out.append((cell.name, equivalent))
+    return tuple(out)
+
+
 # The cells of the CDB/beta issue's acceptance (CE, every CDB form, the paper's class-balanced grid and the softmax
 # with PyTorch's reduction), trained first.
 def acceptance_cells() -> list[str]:
@@ -228,6 +293,13 @@ GRIDS = {"matrix": cells, "convergence": convergence_cells, "recipe": recipe_cel
 PRECISION_NAMES = {"off": "float32", "bfloat16": "bfloat16 autocast"}
 
 
+# The precision an imbalance's cells train in, where it is not amp="auto"'s choice for the machine. Imbalance 200's
+# first 33 runs (2026-12-03) trained on an AMD EPYC without native bfloat16, where "auto" is float32; the other
+# imbalances' on CPUs with native bfloat16. Pinning 200 to float32 lets any machine add to it without mixing two
+# precisions in one comparison (about 1.5x the bfloat16 time on a CPU with AMX: docs/benchmarks/ops.md).
+AMP_BY_IMBALANCE: dict[float, dict[str, str]] = {200.0: {"amp": "off"}}
+
+
 def run_folder(out: str | Path, imbalance: float, name: str, seed: int) -> Path:
     return Path(out) / "runs" / f"rho{imbalance:g}" / name / f"seed{seed}"
 
@@ -258,7 +330,8 @@ def config_for(cell: Cell, imbalance: float, seed: int, out: str | Path | None =
     """The cell's configuration; a later stage's ``init_from`` is its parent's folder under ``out``
     (``None`` without ``out``: compare configurations without it, as the report does); a derived cell's
     ``class_betas`` come from its parent's ``tune_beta.json`` under ``out``."""
-    config = {**RECIPE, **cell.overrides, "imbalance": float(imbalance), "seed": seed, "subset_seed": seed}
+    config = {**RECIPE, **AMP_BY_IMBALANCE.get(float(imbalance), {}), **cell.overrides, "imbalance": float(imbalance),
+              "seed": seed, "subset_seed": seed}
     if cell.starts_from_parent:
         config["init_from"] = str(run_folder(out, imbalance, cell.parent, seed)) if out is not None else None
     if cell.derive == "class_betas":
@@ -266,7 +339,15 @@ def config_for(cell: Cell, imbalance: float, seed: int, out: str | Path | None =
     return config
 
 
-def same_recipe(saved: dict[str, Any], expected: dict[str, Any]) -> bool:
+def same_recipe(saved: dict[str, Any], expected: dict[str, Any], autocast: str | None = None) -> bool:
     """Whether a saved configuration is the cell's (``init_from``, a path that depends on where results live,
-    aside: a later stage's parent is checked by its own record)."""
-    return {**saved, "init_from": None} == {**expected, "init_from": None}
+    aside: a later stage's parent is checked by its own record).
+
+    ``amp`` is compared as the precision it names: a run saved with ``amp="auto"`` whose result recorded ``autocast``
+    (``"off"`` or ``"bfloat16"``) is a run of a cell that pins that precision (``AMP_BY_IMBALANCE``), so the float32
+    runs that a CPU without native bfloat16 trained under ``"auto"`` stay finished once the imbalance pins float32."""
+    pinned = {"off": "off", "bf16": "bfloat16"}
+    same_amp = saved.get("amp") == expected.get("amp") or (
+        saved.get("amp") == "auto" and autocast is not None and pinned.get(expected.get("amp")) == autocast)
+    aside = {"init_from": None, "amp": None}
+    return same_amp and {**saved, **aside} == {**expected, **aside}

@@ -28,9 +28,13 @@ from matrix import (  # noqa: E402
     PRECISION_NAMES,
     RECIPE,
     SEEDS,
+    UNIFORM_WEIGHTS,
     cells,
     config_for,
+    omitted,
     same_recipe,
+    train_counts,
+    weight_spread,
     tuning_is_current,
 )
 
@@ -53,7 +57,11 @@ CB_FAMILIES = ("cb_softmax", "cb_sigmoid", "cb_focal", "cb_softmax_focal", "cb_s
 
 
 def load(results: Path, grid: Any = cells) -> dict[tuple[float, str], dict[int, dict[str, Any]]]:
-    """Finished runs whose configuration is the grid's current one (stale recipes are left out)."""
+    """Finished runs whose configuration is the grid's current one (stale recipes are left out).
+
+    A matrix cell left out at an imbalance (:func:`matrix.omitted`: its weights are uniform there) and not run gets
+    its equivalent's runs, the same object (:func:`is_alias` tells them apart), so choosing by validation, the plots
+    and tune-beta's grid cost see it as the loss it trains."""
     from longtail.train import TrainConfig
 
     by_name = {c.name: c for c in grid()}
@@ -64,10 +72,26 @@ def load(results: Path, grid: Any = cells) -> dict[tuple[float, str], dict[int, 
         if result.get("status") != "complete" or name not in by_name:
             continue
         expected = TrainConfig(**config_for(by_name[name], rho, seed, results)).to_dict()
-        if not same_recipe(TrainConfig.from_dict(result["config"]).to_dict(), expected):
+        if not same_recipe(TrainConfig.from_dict(result["config"]).to_dict(), expected, result.get("autocast")):
             continue
         runs[(rho, name)][seed] = result
+    if grid is cells:
+        for rho in {rho for rho, _ in runs}:
+            for name, equivalent in omitted(rho).items():
+                if (rho, name) not in runs and (rho, equivalent) in runs:
+                    runs[(rho, name)] = runs[(rho, equivalent)]
     return runs
+
+
+def is_alias(runs: dict, rho: float, name: str | None) -> bool:
+    """Whether ``runs[(rho, name)]`` are the runs of the cell ``name`` is left out for (see :func:`load`)."""
+    equivalent = omitted(rho).get(name) if name else None
+    return equivalent is not None and (rho, name) in runs and runs[(rho, name)] is runs.get((rho, equivalent))
+
+
+def shown(runs: dict, rho: float, name: str) -> str:
+    """A cell's name as the report prints it: a left-out cell names the cell whose runs stand for it."""
+    return f"`{name}` (= `{omitted(rho)[name]}`)" if is_alias(runs, rho, name) else f"`{name}`"
 
 
 def _metric(result: dict[str, Any], name: str) -> float | None:
@@ -170,7 +194,7 @@ def toolbox_summary(runs: dict, grid: list, rhos: list[float]) -> list[str]:
         lowest = min(val for *_, val in chosen_by_group)
         for label, best, chosen, val in chosen_by_group:
             mark = " **(lowest val)**" if val == lowest and len(chosen_by_group) > 1 else ""
-            rows.append(f"| {rho:g} | {label}{mark} | `{best}` | {len(chosen)} | {fmt(_errors(chosen))} "
+            rows.append(f"| {rho:g} | {label}{mark} | {shown(runs, rho, best)} | {len(chosen)} | {fmt(_errors(chosen))} "
                         f"| {fmt([_metric(r, 'val_error') for r in chosen.values()])} "
                         f"| {paired_difference(chosen, ce, 'error') if ce else '-'} | "
                         f"{fmt([_metric(r, 'few') for r in chosen.values()])} |")
@@ -422,7 +446,8 @@ def reductions_section(runs: dict, rhos: list[float]) -> list[str]:
     for rho in rhos:
         for beta in BETAS:
             mean, wm = runs.get((rho, f"cb_softmax_b{beta:g}"), {}), runs.get((rho, f"cb_softmax_wm_b{beta:g}"), {})
-            if mean and wm:
+            if mean and wm and not any(is_alias(runs, rho, f"{form}_b{beta:g}") for form in ("cb_softmax",
+                                                                                             "cb_softmax_wm")):
                 rows.append(f"| {rho:g} | {beta:g} | {fmt(_errors(mean))} / "
                             f"{fmt([_metric(r, 'val_error') for r in mean.values()])} | {fmt(_errors(wm))} / "
                             f"{fmt([_metric(r, 'val_error') for r in wm.values()])} | "
@@ -434,11 +459,30 @@ def reductions_section(runs: dict, rhos: list[float]) -> list[str]:
                     "learning rate rescaled as well, is in [the convergence study](convergence.md).", rows)
 
 
-def _train_size(rho: float, n_max: int = 6000 - RECIPE["val_per_class"], classes: int = 10) -> int:
-    """Fashion-MNIST-LT's training images at imbalance ``rho`` (6000 a class, the validation split held out)."""
-    from longtail.data import long_tailed_counts
+def omitted_section(runs: dict, rhos: list[float]) -> list[str]:
+    """The cells left out (matrix.omitted), the spread of their weights, and the check of the rule where such cells
+    ran before it: each paired by seed with the cell that stands for it."""
+    rows = ["| imbalance | cell | weights max / min - 1 | stands for it | Δ test error, the cell - its stand-in "
+            "[95% CI] |", "|---|---|---|---|---|"]
+    beta_of = {c.name: c.beta for c in cells()}
+    for rho in IMBALANCES:
+        for name, equivalent in omitted(rho).items():
+            seeds = runs.get((rho, name), {})
+            ran = seeds and not is_alias(runs, rho, name) and runs.get((rho, equivalent))
+            check = paired_difference(seeds, runs[(rho, equivalent)], "error") if ran else "not run (left out)"
+            rows.append(f"| {rho:g} | `{name}` | {weight_spread(beta_of[name], rho):.2g} | `{equivalent}` | {check} |")
+    intro = (f"A class-balanced cell whose weights at an imbalance's training counts are uniform to within "
+             f"{100 * UNIFORM_WEIGHTS:g} % trains its unweighted loss, which another cell already trains: CE for the "
+             "softmax (either reduction), the focal loss of the same gamma for the softmax focal form, and the "
+             "smallest beta of the sigmoid forms (which have no unweighted cell). Such a cell is not trained; the "
+             "tables, the choice by validation and the plots use its stand-in's runs. Where such cells ran before "
+             "the rule (beta 0.9 at imbalance 100 and 50), they are paired with their stand-in as its check.")
+    return _section("Cells left out: uniform weights", intro, rows)
 
-    return sum(long_tailed_counts(classes, n_max, rho, RECIPE.get("profile", "exp")))
+
+def _train_size(rho: float) -> int:
+    """Fashion-MNIST-LT's training images at imbalance ``rho`` (6000 a class, the validation split held out)."""
+    return sum(train_counts(rho))
 
 
 def cost_estimate(runs: dict) -> str:
@@ -447,7 +491,9 @@ def cost_estimate(runs: dict) -> str:
     precision the runs trained in (bfloat16 autocast on a CPU with native bfloat16, float32 on one without: the
     rates differ about 2x here, so one average over both would describe neither machine)."""
     full: dict[str, list[tuple[float, float]]] = {}
-    for (rho, _), seeds in runs.items():
+    for (rho, name), seeds in runs.items():
+        if is_alias(runs, rho, name):
+            continue
         for r in seeds.values():
             if r["config"].get("stage", "joint") == "joint" and r["config"]["epochs"] == RECIPE["epochs"]:
                 full.setdefault(r.get("autocast", "bfloat16"), []).append((rho, r["wall_seconds"]))
@@ -460,12 +506,14 @@ def cost_estimate(runs: dict) -> str:
         per_image = statistics.fmean(seconds / _train_size(rho) for rho, seconds in full[name])
         rates.append(f"{statistics.fmean(s for _, s in full[name]):.0f} s on average over the {len(full[name])} "
                      f"finished {label} ({1e3 * per_image:.2f} ms per training image for the 80 epochs)")
-        seconds = sum(per_image * _train_size(rho) for rho in IMBALANCES) * len(joint) * len(SEEDS)
+        seconds = sum(per_image * _train_size(rho) * len([c for c in joint if c.name not in omitted(rho)])
+                      for rho in IMBALANCES) * len(SEEDS)
         totals.append(f"**{seconds / 2 / 3600:.0f} hours {label}**")
     return (f"**Cost.** A full run (80 epochs, one thread, two runs sharing the 2 cores) took {'; '.join(rates)}; "
             f"scaled by each imbalance's training-set size "
             f"({', '.join(f'{_train_size(r)} images at {r:g}' for r in IMBALANCES)}). "
-            f"The {len(joint)} cells that train from scratch, x {len(IMBALANCES)} imbalances x {len(SEEDS)} seeds, "
+            f"The {len(joint)} cells that train from scratch, x {len(IMBALANCES)} imbalances x {len(SEEDS)} seeds "
+            f"(less the {sum(len(omitted(r)) for r in IMBALANCES)} (imbalance, cell) pairs left out), "
             f"so take about {' or '.join(totals)} on a 2-core machine (the second stages, post-hoc cells and "
             "tune-beta add a few percent): far more than the 3 hours the benchmark issue asks for, so the matrix "
             "is trained over several sessions (resumable), the acceptance cells first.")
@@ -525,13 +573,19 @@ def write_report(results: Path, docs: Path) -> Path:
     docs.mkdir(parents=True, exist_ok=True)
     manifest = json.loads((results / "manifest.json").read_text()) if (results / "manifest.json").exists() else {}
     lines = ["# Accuracy benchmark: Fashion-MNIST-LT", ""]
-    planned = len(grid) * len(IMBALANCES) * len(SEEDS)
-    done = sum(len(v) for v in runs.values())
+    left_out = {rho: omitted(rho) for rho in IMBALANCES}
+    planned = sum(len(grid) - len(left_out[rho]) for rho in IMBALANCES) * len(SEEDS)
+    done = sum(len(v) for (rho, name), v in runs.items() if name not in left_out.get(rho, {}))
+    extra = sum(len(v) for (rho, name), v in runs.items() if name in left_out.get(rho, {})
+                and not is_alias(runs, rho, name))
     lines += [
         f"> **The converged recipe** (the `fmnist-lt` preset: width 16, 80 epochs, the plateau of "
         f"[the convergence study](convergence.md)). **Status: {done} of the {planned} planned runs are finished** "
         f"({len(grid)} cells x imbalances {', '.join(f'{r:g}' for r in IMBALANCES)} x seeds "
-        f"{', '.join(map(str, SEEDS))}); a table shows only finished runs, with their number of seeds. The earlier "
+        f"{', '.join(map(str, SEEDS))}, less the {sum(map(len, left_out.values()))} (imbalance, cell) pairs "
+        f"[left out](#cells-left-out-uniform-weights) because their weights are uniform there"
+        f"{f'; plus {extra} runs of such cells, trained before the rule, which check it' if extra else ''}); "
+        "a table shows only finished runs, with their number of seeds. The earlier "
         "matrix on the unconverged recipe (width 8, 5 epochs) is kept in [w8_e5/accuracy.md](w8_e5/accuracy.md).",
         "",
     ]
@@ -553,7 +607,7 @@ def write_report(results: Path, docs: Path) -> Path:
         "",
     ]
     lines += session_lines(manifest.get("sessions", []))
-    all_runs = [r for seeds in runs.values() for r in seeds.values()]
+    all_runs = [r for (rho, name), seeds in runs.items() if not is_alias(runs, rho, name) for r in seeds.values()]
     estimate = cost_estimate(runs)
     if estimate:
         lines += ["", estimate]
@@ -580,6 +634,7 @@ def write_report(results: Path, docs: Path) -> Path:
     lines += claims_section(runs, rhos)
     lines += cdb_and_beta_section(runs, load_tuning(results), rhos)
     lines += reductions_section(runs, rhos)
+    lines += omitted_section(runs, rhos)
     lines += toolbox_summary(runs, grid, rhos)
     findings = Path(__file__).with_name("FINDINGS.md")
     if findings.exists():  # the written reading of the numbers, kept next to the code that makes them
@@ -598,7 +653,7 @@ def write_report(results: Path, docs: Path) -> Path:
         lines.append("|---|---|---|---|---|---|---|---|---|")
         for cell in grid:
             seeds = runs.get((rho, cell.name), {})
-            if not seeds:
+            if not seeds or is_alias(runs, rho, cell.name):
                 continue
             rs = list(seeds.values())
             fp32 = sum(r.get("autocast") == "off" for r in rs) if mixed else 0
@@ -611,6 +666,10 @@ def write_report(results: Path, docs: Path) -> Path:
                 f"{fmt([_metric(r, 'val_error') for r in rs])} |"
             )
         lines.append("")
+        here = [name for name in omitted(rho) if is_alias(runs, rho, name) or (rho, name) not in runs]
+        if here:
+            lines += [f"Left out at this imbalance (uniform weights; [why](#cells-left-out-uniform-weights)): "
+                      + ", ".join(f"`{name}` (= `{omitted(rho)[name]}`)" for name in here) + ".", ""]
 
     plots = make_plots(runs, rhos, docs)
     if plots:
@@ -707,21 +766,28 @@ def make_plots(runs: dict, rhos: list[float], docs: Path) -> list[tuple[str, str
 
     # 3. error against beta, one panel per imbalance
     fig, axes = plt.subplots(1, len(rhos), figsize=(4.5 * len(rhos), 4), squeeze=False)
+    left_out_shown = False
     for ax, r in zip(axes[0], rhos):
         for family in CB_FAMILIES:
-            xs, ms, ss = [], [], []
+            xs, ms, ss, stand_in = [], [], [], []
             for beta in BETAS:
                 gamma = "_g1" if family in ("cb_focal", "cb_softmax_focal") else ""  # the focal forms at gamma 1
-                seeds = runs.get((r, f"{family}_b{beta:g}{gamma}"), {})
-                errs = [_metric(x, "error") for x in seeds.values()]
+                name = f"{family}_b{beta:g}{gamma}"
+                errs = [_metric(x, "error") for x in runs.get((r, name), {}).values()]
                 if errs:
                     m, s = mean_std(errs)
                     xs.append(beta)
                     ms.append(m)
                     ss.append(0.0 if math.isnan(s) else s)
+                    stand_in.append(is_alias(runs, r, name))
             if xs:
-                ax.errorbar([1 - x for x in xs], ms, yerr=ss, marker="o", capsize=3,
-                            label=family + (" (gamma 1)" if family in ("cb_focal", "cb_softmax_focal") else ""))
+                line = ax.errorbar([1 - x for x in xs], ms, yerr=ss, marker="o", capsize=3,
+                                   label=family + (" (gamma 1)" if family in ("cb_focal", "cb_softmax_focal") else ""))
+                # a left-out cell (uniform weights) is drawn at its stand-in's error, hollow
+                hollow = [(1 - x, m) for x, m, a in zip(xs, ms, stand_in) if a]
+                if hollow:
+                    ax.plot(*zip(*hollow), "o", markerfacecolor="white", color=line[0].get_color(), zorder=3)
+                    left_out_shown = True
         ce = [_metric(x, "error") for x in runs.get((r, "ce"), {}).values()]
         if ce:
             ax.axhline(statistics.fmean(ce), color="k", linestyle="--", label="softmax CE")
@@ -732,7 +798,10 @@ def make_plots(runs: dict, rhos: list[float], docs: Path) -> list[tuple[str, str
         ax.set_title(f"imbalance {r:g}")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
-    fig.tight_layout()
+    if left_out_shown:
+        fig.text(0.01, 0.01, "hollow: a cell left out (uniform weights), at the error of the cell that trains the same "
+                 "loss", fontsize=8)
+    fig.tight_layout(rect=(0, 0.04 if left_out_shown else 0, 1, 1))
     fig.savefig(docs / "error_vs_beta.png", dpi=110)
     plt.close(fig)
     made.append(("Test error against beta", "error_vs_beta.png"))
@@ -762,8 +831,8 @@ def headline_cells(runs: dict, rho: float) -> list[str]:
     for families in HEADLINE_FAMILIES:
         best = best_by_validation(runs, rho, [c.name for c in grid if c.family in families])
         if best is not None:
-            names.append(best)
-    return names
+            names.append(omitted(rho).get(best, best) if is_alias(runs, rho, best) else best)
+    return list(dict.fromkeys(names))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,6 +36,7 @@ from matrix import (  # noqa: E402
     TUNE_FILE,
     Cell,
     config_for,
+    omitted,
     run_folder,
     same_recipe,
     tuning_is_current,
@@ -62,9 +63,21 @@ def run_state(imbalance: float, seed: int, cell: Cell, out: str | Path) -> str:
         return "todo"
     saved = json.loads(result_file.read_text())
     # from_dict fills in fields added to TrainConfig since the cell ran.
-    if not same_recipe(TrainConfig.from_dict(saved["config"]).to_dict(), config):
+    if not same_recipe(TrainConfig.from_dict(saved["config"]).to_dict(), config, saved.get("autocast")):
         return "stale"
     return "finished" if saved.get("status") == "complete" else "todo"
+
+
+def drop_omitted(pairs: list[tuple[float, int, Cell]]) -> list[tuple[float, int, Cell]]:
+    """The (imbalance, seed, cell) runs less those of the cells the matrix leaves out at their imbalance
+    (:func:`matrix.omitted`), with one line a imbalance saying which."""
+    kept = [(rho, seed, cell) for rho, seed, cell in pairs if cell.name not in omitted(rho)]
+    for rho in sorted({rho for rho, _, _ in pairs}, reverse=True):
+        names = list(dict.fromkeys(c.name for r, _, c in pairs if r == rho and c.name in omitted(rho)))
+        if names:
+            print(f"rho {rho:>5g}  left out (uniform class-balanced weights; --include-omitted trains them): "
+                  + ", ".join(f"{n} (= {omitted(rho)[n]})" for n in names), flush=True)
+    return kept
 
 
 def needs_checkpoint(cell: Cell) -> bool:
@@ -241,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--in-order", action="store_true",
                         help="train the --only cells in the order listed, every seed of one before the next (default: "
                              "the longest runs first), so a matrix cut short has whole cells done")
+    parser.add_argument("--include-omitted", action="store_true",
+                        help="also train the cells the matrix leaves out at an imbalance (their class-balanced weights "
+                             "are uniform there, so they train the loss of another cell: matrix.omitted)")
     parser.add_argument("--mixed-precision", action="store_true",
                         help="train even where this machine's precision (amp='auto': bfloat16 only with native "
                              "bfloat16) differs from that of the finished runs at the same imbalance")
@@ -258,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     # One job per run, the most imbalanced (the headline numbers) first, so the workers stay busy to the
     # end and a matrix cut short leaves whole imbalances done; it may be finished over several sessions.
     pairs = [(rho, seed, cell) for rho in sorted(imbalances, reverse=True) for seed in seeds for cell in grid]
+    if args.grid == "matrix" and not args.include_omitted:
+        pairs = drop_omitted(pairs)
     todo = {(rho, seed, cell.name) for rho, seed, cell in pairs if run_state(rho, seed, cell, args.out) != "finished"}
     # A finished parent is trained again for its checkpoint (not committed) only when a child that starts from its
     # weights still has to run.

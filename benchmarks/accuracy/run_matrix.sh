@@ -8,11 +8,15 @@
 #    best class-balanced configurations first, so a session cut short leaves the most informative cells done.
 #    Beta 0.9 comes after both imbalances: with these counts (59 to 5975 a class at imbalance 100) its weights are
 #    uniform to 0.2 % (1 / (1 - beta) = 10 is below the smallest count), so those cells are the unweighted losses
-#    and cannot be the best class-balanced configuration; they are still run, for the error-against-beta plot.
+#    and cannot be the best class-balanced configuration. The softmax forms' were run at 100 and 50 before the rule
+#    that now leaves such cells out (matrix.omitted: weights uniform to 0.5 %; at imbalance 10 beta 0.9 and 0.99 of
+#    every form), and check it; run.py skips the left-out cells and says which.
 # 2. Everything else of the matrix, imbalance 100, 50, 200, then 10.
 # 3. Seeds 3 and 4 for the headline rows (CE and each family's best cell by validation) at every imbalance.
-# A step whose runs would mix precisions within an imbalance (a machine without native bfloat16 trains amp="auto" in
-# float32) is refused by run.py with exit status 3 and skipped here; any other failure stops the script.
+# Imbalance 200 trains in float32 on every machine (matrix.AMP_BY_IMBALANCE: its first runs trained on a CPU without
+# native bfloat16). A step whose runs would mix precisions within another imbalance (a machine without native
+# bfloat16 trains amp="auto" in float32) is refused by run.py with exit status 3 and skipped here; any other failure
+# stops the script.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}

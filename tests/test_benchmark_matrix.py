@@ -604,3 +604,33 @@ def test_the_report_puts_a_left_out_cells_stand_in_in_its_place(tmp_path):
     text = "\n".join(omitted_section(runs, [10.0, 100.0]))
     assert "| 10 | `cb_softmax_b0.99` | 0.0025 | `ce` | not run (left out) |" in text
     assert "| 100 | `cb_softmax_b0.9` | 0.002 | `ce` | +0.00 [+0.00, +0.00] |" in text
+
+
+def test_no_run_starts_after_the_given_time(tmp_path, monkeypatch, capsys):
+    import argparse
+
+    import longtail.train as lt
+    import run as runner
+
+    assert runner.utc_time("2026-12-06 21:45") == 1796593500.0  # date -u -d '2026-12-06 21:45' +%s
+    with pytest.raises(argparse.ArgumentTypeError, match="YYYY-MM-DD HH:MM; got '21:45'"):
+        runner.utc_time("21:45")
+
+    def no_train(*args, **kwargs):
+        raise AssertionError("a run started past --no-start-after")
+
+    monkeypatch.setattr(lt, "train", no_train)
+    monkeypatch.setattr(lt, "prepare_data", no_train)
+    by_name = {c.name: c for c in matrix.cells()}
+    runner._set_no_start_after(runner.utc_time("2026-01-01 00:00"))
+    try:
+        assert runner._run_cell((100, 0, by_name["ce"], str(tmp_path), False)) is None
+        assert runner._run_cell((100, 0, by_name["tune_beta"], str(tmp_path), False)) is None
+        out = capsys.readouterr().out
+        assert out.count("not started: past --no-start-after 2026-01-01 00:00 UTC") == 2
+        _write_result(tmp_path, 100, by_name["focal_g1"], 0)  # a finished run is skipped without a word
+        assert runner._run_cell((100, 0, by_name["focal_g1"], str(tmp_path), False)) is None
+        assert capsys.readouterr().out == ""
+    finally:
+        runner._set_no_start_after(None)
+    assert not runner._too_late(100, 0, by_name["ce"])

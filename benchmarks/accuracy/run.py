@@ -45,6 +45,32 @@ from report import _metric  # noqa: E402
 
 
 _DATA_CACHE: dict[tuple[float, int], Any] = {}
+# --no-start-after, as seconds since the epoch, in each worker (the pool's initializer sets it).
+_NO_START_AFTER: float | None = None
+
+
+def _set_no_start_after(when: float | None) -> None:
+    global _NO_START_AFTER
+    _NO_START_AFTER = when
+
+
+def _too_late(imbalance: float, seed: int, cell: Cell) -> bool:
+    """Whether a run that would start now is past ``--no-start-after`` (it is then not started, and says so)."""
+    if _NO_START_AFTER is None or time.time() <= _NO_START_AFTER:
+        return False
+    print(f"rho {imbalance:>5g}  seed {seed}  {cell.name:<24} not started: past --no-start-after "
+          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(_NO_START_AFTER))}", flush=True)
+    return True
+
+
+def utc_time(text: str) -> float:
+    """``"YYYY-MM-DD HH:MM"`` (UTC) as seconds since the epoch; an ``argparse`` type."""
+    import calendar
+
+    try:
+        return float(calendar.timegm(time.strptime(text, "%Y-%m-%d %H:%M")))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a UTC time as YYYY-MM-DD HH:MM; got {text!r}") from None
 
 
 def run_state(imbalance: float, seed: int, cell: Cell, out: str | Path) -> str:
@@ -150,9 +176,11 @@ def _run_cell(job: tuple[float, int, Cell, str, bool]) -> tuple[str, float, int,
     if recorded.exists():  # a retrain for the checkpoint was killed part-way: the recorded run comes back first
         _restore(folder, recorded)
     state = run_state(imbalance, seed, cell, out)
+    if state == "finished" and (not is_parent or (folder / "checkpoint.pt").exists()):
+        return None
+    if _too_late(imbalance, seed, cell):
+        return None
     if state == "finished":
-        if not is_parent or (folder / "checkpoint.pt").exists():
-            return None
         recorded_run = json.loads((folder / "result.json").read_text())
         trained_on, here = recorded_run.get("hardware"), hardware(torch.device("cpu"))
         if trained_on is not None and not same_hardware(trained_on, here):  # older results do not record it
@@ -216,7 +244,7 @@ def _tune_cell(imbalance: float, seed: int, cell: Cell, out: str, folder: Path) 
     from longtail.train import TrainConfig
 
     config = TrainConfig(**config_for(cell, imbalance, seed, out))
-    if run_state(imbalance, seed, cell, out) == "finished":
+    if run_state(imbalance, seed, cell, out) == "finished" or _too_late(imbalance, seed, cell):
         return None
     parent = run_folder(out, imbalance, cell.parent, seed)
     if not (parent / "checkpoint.pt").exists():
@@ -254,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--in-order", action="store_true",
                         help="train the --only cells in the order listed, every seed of one before the next (default: "
                              "the longest runs first), so a matrix cut short has whole cells done")
+    parser.add_argument("--no-start-after", type=utc_time, default=None, metavar="'YYYY-MM-DD HH:MM'",
+                        help="start no run after this UTC time; runs already going finish (a session that ends at a "
+                             "fixed time then keeps whole runs instead of checkpoints it cannot carry over)")
     parser.add_argument("--include-omitted", action="store_true",
                         help="also train the cells the matrix leaves out at an imbalance (their class-balanced weights "
                              "are uniform there, so they train the loss of another cell: matrix.omitted)")
@@ -342,7 +373,8 @@ def main(argv: list[str] | None = None) -> int:
     # `kill PID` (SIGTERM) leaves through the `with` block as Ctrl-C does, so the pool terminates its workers: without
     # this the spawned workers outlived a killed runner, kept training and held their run folders' locks.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    with mp.get_context("spawn").Pool(args.workers) as pool:
+    with mp.get_context("spawn").Pool(args.workers, initializer=_set_no_start_after,
+                                      initargs=(args.no_start_after,)) as pool:
         for wave in waves:
             for row in pool.imap(_run_cell, wave, chunksize=1):
                 if row is not None:

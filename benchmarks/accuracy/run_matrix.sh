@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The converged accuracy matrix in priority order (resumable: rerun it after a stop and it goes on where it was).
 #   bash benchmarks/accuracy/run_matrix.sh      (from the repository root; about 40 hours on 2 cores with native bfloat16)
+#   NO_START_AFTER='2026-12-06 21:45' bash benchmarks/accuracy/run_matrix.sh   (no run starts after that UTC time)
 # Stop it with `pkill -f run_matrix.sh; pkill -f benchmarks/accuracy/run.py` (the runner ends its workers on SIGTERM);
 # a stopped run resumes from its last epoch's checkpoint.
 # 1. At imbalance 100, then 50: the cells of the CDB/beta acceptance (CE, the stable CDB, tune-beta and its per-class
@@ -22,7 +23,7 @@ cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
 step() {
   local rc=0
-  "$PY" benchmarks/accuracy/run.py "$@" || rc=$?
+  "$PY" benchmarks/accuracy/run.py ${NO_START_AFTER:+--no-start-after "$NO_START_AFTER"} "$@" || rc=$?
   if [ "$rc" -eq 3 ]; then echo "run_matrix.sh: skipped (another precision): $*"; elif [ "$rc" -ne 0 ]; then exit "$rc"; fi
 }
 FIRST=ce,cdb_stable,tune_beta,cb_softmax_per_class_beta

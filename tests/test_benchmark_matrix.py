@@ -634,3 +634,14 @@ def test_no_run_starts_after_the_given_time(tmp_path, monkeypatch, capsys):
     finally:
         runner._set_no_start_after(None)
     assert not runner._too_late(100, 0, by_name["ce"])
+
+
+def test_the_choice_by_validation_scores_every_cell_on_the_matrix_seeds_only():
+    from report import best_by_validation
+
+    # seeds 3 and 4 (the headline rows' extra seeds) of the chosen cell must not hand the choice to another cell
+    runs = {(100.0, "cb_sigmoid_b0.9999"): {**{s: _run(11.3, 7.0) for s in range(3)},
+                                            **{s: _run(11.3, 9.0) for s in (3, 4)}},
+            (100.0, "cb_softmax_b0.9999"): {s: _run(11.3, 7.5) for s in range(3)}}
+    assert best_by_validation(runs, 100.0, ["cb_softmax_b0.9999", "cb_sigmoid_b0.9999"]) == "cb_sigmoid_b0.9999"
+    assert best_by_validation({(100.0, "ce"): {3: _run(13, 7)}}, 100.0, ["ce"]) is None  # no matrix seed yet

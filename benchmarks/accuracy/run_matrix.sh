@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The converged accuracy matrix in priority order (resumable: rerun it after a stop and it goes on where it was).
-#   bash benchmarks/accuracy/run_matrix.sh      (from the repository root; about 40 hours on 2 cores with native bfloat16)
+#   bash benchmarks/accuracy/run_matrix.sh      (from the repository root; about 30 hours on 2 cores with native bfloat16)
 #   NO_START_AFTER='2026-12-06 21:45' bash benchmarks/accuracy/run_matrix.sh   (no run starts after that UTC time)
 # Stop it with `pkill -f run_matrix.sh; pkill -f benchmarks/accuracy/run.py` (the runner ends its workers on SIGTERM);
 # a stopped run resumes from its last epoch's checkpoint.

@@ -578,6 +578,7 @@ def write_report(results: Path, docs: Path) -> Path:
     left_out = {rho: omitted(rho) for rho in IMBALANCES}
     planned = sum(len(grid) - len(left_out[rho]) for rho in IMBALANCES) * len(SEEDS)
     done = sum(k in SEEDS for (rho, name), v in runs.items() if name not in left_out.get(rho, {}) for k in v)
+    done += sum(seed in SEEDS for _, seed in load_tuning(results))  # the tune_beta cells write tune_beta.json
     headline = sum(k not in SEEDS for (rho, name), v in runs.items() if not is_alias(runs, rho, name) for k in v)
     extra = sum(len(v) for (rho, name), v in runs.items() if name in left_out.get(rho, {})
                 and not is_alias(runs, rho, name))

@@ -300,6 +300,16 @@ PRECISION_NAMES = {"off": "float32", "bfloat16": "bfloat16 autocast"}
 AMP_BY_IMBALANCE: dict[float, dict[str, str]] = {200.0: {"amp": "off"}}
 
 
+def precision_of(amp: str, device: str = "cpu") -> str:
+    """What ``amp`` trains in on ``device`` of this machine, as ``result.json`` records it (``"bfloat16"`` or
+    ``"off"``): ``longtail.train.device.autocast_enabled``, the trainer's own rule."""
+    import torch
+
+    from longtail.train.device import autocast_enabled
+
+    return "bfloat16" if autocast_enabled(amp, torch.device(device)) else "off"
+
+
 def run_folder(out: str | Path, imbalance: float, name: str, seed: int) -> Path:
     return Path(out) / "runs" / f"rho{imbalance:g}" / name / f"seed{seed}"
 
@@ -346,8 +356,8 @@ def same_recipe(saved: dict[str, Any], expected: dict[str, Any], autocast: str |
     ``amp`` is compared as the precision it names: a run saved with ``amp="auto"`` whose result recorded ``autocast``
     (``"off"`` or ``"bfloat16"``) is a run of a cell that pins that precision (``AMP_BY_IMBALANCE``), so the float32
     runs that a CPU without native bfloat16 trained under ``"auto"`` stay finished once the imbalance pins float32."""
-    pinned = {"off": "off", "bf16": "bfloat16"}
     same_amp = saved.get("amp") == expected.get("amp") or (
-        saved.get("amp") == "auto" and autocast is not None and pinned.get(expected.get("amp")) == autocast)
+        saved.get("amp") == "auto" and expected.get("amp") != "auto" and autocast is not None
+        and precision_of(expected["amp"]) == autocast)
     aside = {"init_from": None, "amp": None}
     return same_amp and {**saved, **aside} == {**expected, **aside}

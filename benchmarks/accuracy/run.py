@@ -37,6 +37,7 @@ from matrix import (  # noqa: E402
     Cell,
     config_for,
     omitted,
+    precision_of,
     run_folder,
     same_recipe,
     tuning_is_current,
@@ -116,13 +117,10 @@ def precision(cell: Cell, imbalance: float, seed: int, out: str | Path) -> str:
 
     ``out`` gives a later stage its parent's folder: without ``init_from`` a 0-epoch or classifier stage is not a
     valid configuration."""
-    import torch
-
     from longtail.train import TrainConfig
-    from longtail.train.device import autocast_enabled
 
     config = TrainConfig(**config_for(cell, imbalance, seed, out))
-    return "bfloat16" if autocast_enabled(config.amp, torch.device(config.device)) else "off"
+    return precision_of(config.amp, config.device)
 
 
 #: The exit status when the runs asked for would mix precisions within an imbalance (run_matrix.sh skips the step).

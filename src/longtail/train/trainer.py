@@ -551,7 +551,12 @@ def train(
         if rank == 0:
             out.mkdir(parents=True, exist_ok=True)
         with folder_lock(out) if rank == 0 else nullcontext():
-            return _train_locked(config, out, device, resume=resume, overwrite=overwrite, verbose=verbose, data=data)
+            result = _train_locked(config, out, device, resume=resume, overwrite=overwrite, verbose=verbose, data=data)
+        if started_group:
+            # Every rank finishes before any tears its group down: without this barrier 1 of 6 two-process gloo runs
+            # here aborted at exit ("terminate called without an active exception", SIGABRT in one rank).
+            torch.distributed.barrier()
+        return result
     finally:
         if started_group:
             torch.distributed.destroy_process_group()

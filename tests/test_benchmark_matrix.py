@@ -3,6 +3,7 @@ choices trained by a grid cell of the same configuration, derived per-class beta
 
 import json
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -138,6 +139,25 @@ def test_the_acceptance_section_by_hand():
         runs[(100.0, name)] = {s: _run(12.0, 30, seconds=260.0, autocast="off") for s in range(3)}
     text = "\n".join(cdb_and_beta_section(runs, tuning, [100.0]))
     assert "0.025 against 20 x the CE run's time; 8 of the grid's 20 runs are finished in its precision" in text
+
+
+def test_the_acceptance_section_says_where_tune_betas_ce_run_is_not_the_tables():
+    from report import cdb_and_beta_section
+
+    amd = {"cpu": "AMD EPYC", "cpu_capability": "AVX2", "native_bfloat16": False}
+    intel = {"cpu": "Intel Xeon", "cpu_capability": "AVX512", "native_bfloat16": True}
+    runs = {(200.0, "ce"): {s: {**_run(15.0 + s, 10), "hardware": amd} for s in range(2)},
+            (200.0, "cb_softmax_b0.9999"): {s: _run(13.0, 8) for s in range(2)}}
+    row = {"kind": "grid", "loss": "softmax", "beta": 0.9999, "gamma": 0.0, "val_balanced_accuracy": 0.9,
+           "val_balanced_nll": 0.3, "test_balanced_accuracy": 0.88}
+    tuning = {(200.0, s): {"chosen": row, "candidates": [row], "cost": {"total_seconds": 50.0, "ce_wall_seconds": 100.0}}
+              for s in range(2)}
+    tuning[(200.0, 0)]["ce_result"] = runs[(200.0, "ce")][0]  # a copy of the table's run: nothing to say
+    tuning[(200.0, 1)]["ce_result"] = {**_run(15.4, 10), "hardware": intel}  # trained again elsewhere
+    text = "\n".join(cdb_and_beta_section(runs, tuning, [200.0]))
+    assert ("- Imbalance 200, seed 1: its CE run was trained again on Intel Xeon (AVX512, native bfloat16) (15.40 % "
+            "test error), the table's CE run on AMD EPYC (AVX2, no native bfloat16) (16.00 %)") in text
+    assert "seed 0: its CE run" not in text
 
 
 def test_the_cost_estimate_scales_by_training_set_size():
@@ -395,7 +415,7 @@ def test_a_parent_retrained_for_its_checkpoint_never_replaces_its_recorded_run(t
 
 def test_a_parent_recorded_on_other_hardware_is_not_retrained(tmp_path, monkeypatch, capsys):
     import longtail.train as lt
-    from longtail.train.device import hardware
+    from longtail.train.device import describe_hardware, hardware
 
     ce = {c.name: c for c in matrix.cells()}["ce"]
     # a machine that is none of the real ones (an AMD EPYC with AVX2 was this test's 'other' until it ran on one)
@@ -412,11 +432,60 @@ def test_a_parent_recorded_on_other_hardware_is_not_retrained(tmp_path, monkeypa
     monkeypatch.setattr(lt, "prepare_data", no_train)
     assert runner._run_cell((100, 0, ce, str(tmp_path), True)) is None
     out = capsys.readouterr().out
-    assert f"it ran on {runner._kind(other)}, this machine is {runner._kind(here)}" in out
-    assert runner._kind(dict(cpu="AMD EPYC", cpu_capability="AVX2", native_bfloat16=False)) == \
+    assert f"it ran on {describe_hardware(other)}, this machine is {describe_hardware(here)}" in out
+    assert describe_hardware(dict(cpu="AMD EPYC", cpu_capability="AVX2", native_bfloat16=False)) == \
         "AMD EPYC (AVX2, no native bfloat16)"
     assert (folder / "result.json").read_text() == saved and not (folder / "checkpoint.pt").exists()
     assert [p.name for p in folder.parent.iterdir()] == ["seed0"]
+
+
+@pytest.mark.parametrize("copied_before", [False, True])
+def test_tune_beta_trains_its_own_ce_run_when_its_parent_cannot_be_reproduced_here(tmp_path, monkeypatch, capsys,
+                                                                                  copied_before):
+    import longtail
+    from longtail.train.device import hardware
+
+    by_name = {c.name: c for c in matrix.cells()}
+    ce, tune = by_name["ce"], by_name["tune_beta"]
+    here = hardware(torch.device("cpu"))
+    other = {**here, "cpu": f"not {here['cpu']}"}
+    runner = _write_result(tmp_path, 100, ce, 0, final={"accuracy": 0.8651}, hardware=other)
+    parent = matrix.run_folder(tmp_path, 100, "ce", 0)
+    saved = (parent / "result.json").read_text()
+    folder = matrix.run_folder(tmp_path, 100, "tune_beta", 0)
+    if copied_before:  # an earlier session copied the recorded run (with a checkpoint it no longer has)
+        (folder / "ce").mkdir(parents=True)
+        (folder / "ce" / "result.json").write_text(saved)
+    calls = []
+
+    def fake_tune(config, out_dir, **kwargs):
+        ce_dir = Path(out_dir) / "ce"
+        calls.append(sorted(p.name for p in ce_dir.iterdir()) if ce_dir.exists() else None)
+        ce_dir.mkdir(parents=True, exist_ok=True)  # tune_beta trains the CE run itself
+        (ce_dir / "checkpoint.pt").write_bytes(b"weights")
+        (ce_dir / "result.json").write_text(json.dumps({"status": "complete", "final": {"accuracy": 0.8623}}))
+        return types.SimpleNamespace(chosen={"label": "softmax beta=0.9999"})
+
+    monkeypatch.setattr(longtail, "tune_beta", fake_tune)
+    assert runner._tune_cell(100, 0, tune, str(tmp_path), folder) is not None
+    assert calls == [None]  # no copy of the recorded run was left for tune_beta to reuse
+    out = capsys.readouterr().out
+    assert "chose softmax beta=0.9999  (its own CE run, trained here" in out
+    assert "test accuracy 0.8623 here, 0.8651 recorded" in out
+    assert (parent / "result.json").read_text() == saved and not (parent / "checkpoint.pt").exists()
+    assert (folder / "ce" / "checkpoint.pt").exists()  # its own run's weights (not committed) are kept
+
+
+def test_tune_beta_fails_with_a_line_when_its_parent_has_not_run(tmp_path, monkeypatch, capsys):
+    import longtail
+
+    import run as runner
+
+    tune = {c.name: c for c in matrix.cells()}["tune_beta"]
+    monkeypatch.setattr(longtail, "tune_beta", lambda *a, **k: (_ for _ in ()).throw(AssertionError("tuned")))
+    folder = matrix.run_folder(tmp_path, 100, "tune_beta", 0)
+    assert runner._tune_cell(100, 0, tune, str(tmp_path), folder) is None
+    assert "tune_beta                FAILED: its parent" in capsys.readouterr().out
 
 
 def test_the_runner_refuses_to_mix_precisions_within_an_imbalance(tmp_path, monkeypatch, capsys):

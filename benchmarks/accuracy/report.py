@@ -227,8 +227,27 @@ def load_tuning(results: Path) -> dict[tuple[float, int], dict[str, Any]]:
         saved = json.loads(path.read_text())
         expected = TrainConfig(**config_for(by_name["tune_beta"], rho, seed, results)).to_dict()
         if tuning_is_current(saved, expected):
+            ce = path.parent / "ce" / "result.json"  # the CE run its features came from (committed with it)
+            if ce.exists():
+                saved["ce_result"] = json.loads(ce.read_text())
             found[(rho, seed)] = saved
     return found
+
+
+def own_ce_note(tuning: dict[str, Any], ce: dict[str, Any] | None) -> str | None:
+    """A line where a ``tune_beta`` cell's CE run is not the table's CE run of its seed (it was trained again on
+    another machine, whose rounding gives other weights): both runs' machines and test errors."""
+    own = tuning.get("ce_result")
+    if own is None or ce is None or own.get("final") == ce.get("final"):
+        return None
+    from longtail.train.device import describe_hardware
+
+    def machine(result: dict[str, Any]) -> str:
+        return describe_hardware(result["hardware"]) if result.get("hardware") else "a machine it does not record"
+
+    return (f"its CE run was trained again on {machine(own)} ({_metric(own, 'error'):.2f} % test error), the "
+            f"table's CE run on {machine(ce)} ({_metric(ce, 'error'):.2f} %): the choice is that of a CE run of the "
+            "same recipe and seed, not of the table's")
 
 
 def grid_cell_of(chosen: dict[str, Any]) -> str:
@@ -275,7 +294,8 @@ def cdb_and_beta_section(runs: dict, tuning: dict, rhos: list[float]) -> list[st
     beta_rows = ["| imbalance | seed | tune-beta's choice, the paper grid (refit val / test bal. acc.) | its "
                  "full-training error % | its choice with the per-class candidates (`--per-class-beta`) | its "
                  "full-training error % | cost s (ratio to the grid's) |", "|---|---|---|---|---|---|---|"]
-    summary_rows = []
+    summary_rows: list[str] = []
+    own_notes: list[str] = []
     for rho in rhos:
         ce = runs.get((rho, "ce"), {})
         best_cb = best_by_validation(runs, rho, cb_all)
@@ -336,6 +356,9 @@ def cdb_and_beta_section(runs: dict, tuning: dict, rhos: list[float]) -> list[st
                           if kind == "grid" else "")
                 columns += [f"`{cell}`{scores}", "-" if full is None else f"{_metric(full, 'error'):.2f}"]
             beta_rows.append(f"| {rho:g} | {seed} | {' | '.join(columns)} | {cost:.0f} ({ratio}) |")
+            note = own_ce_note(t, ce.get(seed))
+            if note:
+                own_notes.append(f"- Imbalance {rho:g}, seed {seed}: {note}.")
         bp = runs.get((rho, best_paper), {})
         for kind, what in (("grid", "tune-beta's choices (the paper grid, its default)"),
                            ("with_per_class", "its choices with the per-class candidates too (`--per-class-beta`)")):
@@ -359,7 +382,8 @@ def cdb_and_beta_section(runs: dict, tuning: dict, rhos: list[float]) -> list[st
     if len(beta_rows) > 2:
         lines += ["### Beta chosen by `tune_beta` (refits on the CE run's frozen features)", "",
                   "The cost is the CE run plus features, covering numbers and the 30 head refits; the grid's is the "
-                  "sum of the wall times of its 20 full trainings for the same seed.", "", *beta_rows, ""]
+                  "sum of the wall times of its 20 full trainings for the same seed.", "", *beta_rows, "",
+                  *own_notes, *([""] if own_notes else [])]
     lines += summary_rows + ([""] if summary_rows else [])
     return lines
 

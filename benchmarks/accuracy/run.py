@@ -155,13 +155,14 @@ def _run_cell(job: tuple[float, int, Cell, str, bool]) -> tuple[str, float, int,
     that reproduces its final metrics (the same CPU kind) keeps the new checkpoint; one that does not (measured: an
     AMD EPYC with AVX512-BF16 retraining an Intel AMX run in bfloat16 moved CE's test accuracy by up to 0.7 point)
     restores the recorded run and drops the checkpoint, so no child starts from weights other than the recorded
-    run's and nothing recorded is lost (its children then fail with "no checkpoint" and a line says why). A parent
-    whose ``result.json`` records other hardware (:func:`longtail.train.device.hardware`) is not retrained at all.
+    run's and nothing recorded is lost (its later stages then fail with "no checkpoint" and a line says why; the
+    tune_beta cell trains its own CE run instead, :func:`_tune_cell`). A parent whose ``result.json`` records other
+    hardware (:func:`longtail.train.device.hardware`) is not retrained at all.
     """
     import torch
 
     from longtail.train import TrainConfig, prepare_data, train
-    from longtail.train.device import hardware, same_hardware
+    from longtail.train.device import describe_hardware, hardware, same_hardware
 
     imbalance, seed, cell, out, is_parent = job
     torch.set_num_threads(1)
@@ -183,8 +184,10 @@ def _run_cell(job: tuple[float, int, Cell, str, bool]) -> tuple[str, float, int,
         trained_on, here = recorded_run.get("hardware"), hardware(torch.device("cpu"))
         if trained_on is not None and not same_hardware(trained_on, here):  # older results do not record it
             print(f"rho {imbalance:>5g}  seed {seed}  {cell.name:<24} not retrained for its checkpoint: it ran on "
-                  f"{_kind(trained_on)}, this machine is {_kind(here)} (a retrain would not reproduce it): children "
-                  "that start from it are not trained on this machine", flush=True)
+                  f"{describe_hardware(trained_on)}, this machine is {describe_hardware(here)} (a retrain would not "
+                  "reproduce it): later "
+                  "stages that start from its weights are not trained on this machine (tune_beta trains its own CE "
+                  "run)", flush=True)
             return None
         before = recorded_run["final"]
         folder.rename(recorded)  # its children need its weights: the same seeded run again
@@ -211,16 +214,11 @@ def _run_cell(job: tuple[float, int, Cell, str, bool]) -> tuple[str, float, int,
         else:
             _restore(folder, recorded)
             again = (f"  (retrained for its checkpoint: NOT reproduced, test accuracy {before['accuracy']} recorded, "
-                     f"{result['final']['accuracy']} now; the recorded run kept, its checkpoint dropped: children "
-                     "that start from it are not trained on this machine)")
+                     f"{result['final']['accuracy']} now; the recorded run kept, its checkpoint dropped: later "
+                     "stages that start from its weights are not trained on this machine; tune_beta trains its own "
+                     "CE run)")
     print(f"rho {imbalance:>5g}  seed {seed}  {cell.name:<24} {seconds:6.1f}s{again}", flush=True)
     return cell.name, imbalance, seed, seconds
-
-
-def _kind(hardware: dict[str, Any]) -> str:
-    """A :func:`longtail.train.device.hardware` record in words."""
-    bf16 = "native bfloat16" if hardware.get("native_bfloat16") else "no native bfloat16"
-    return f"{hardware.get('cpu', '?')} ({hardware.get('cpu_capability', '?')}, {bf16})"
 
 
 def _same_final(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -237,7 +235,10 @@ def _restore(folder: Path, recorded: Path) -> None:
 
 def _tune_cell(imbalance: float, seed: int, cell: Cell, out: str, folder: Path) -> tuple[str, float, int, float] | None:
     """``longtail.tune_beta`` on the parent's finished CE run (copied into ``<folder>/ce``, which tune_beta reuses):
-    the CE run is not trained again, only the features, covering numbers and head refits are computed."""
+    the CE run is not trained again, only the features, covering numbers and head refits are computed. Where the
+    parent is finished but its checkpoint cannot be had on this machine (recorded on another CPU kind, or a retrain
+    did not reproduce it), tune_beta trains its own CE run of the same recipe and seed in ``<folder>/ce``, and the
+    line printed gives both runs' test accuracy."""
     from longtail import tune_beta
     from longtail.train import TrainConfig
 
@@ -245,16 +246,26 @@ def _tune_cell(imbalance: float, seed: int, cell: Cell, out: str, folder: Path) 
     if run_state(imbalance, seed, cell, out) == "finished" or _too_late(imbalance, seed, cell):
         return None
     parent = run_folder(out, imbalance, cell.parent, seed)
+    own_ce = False
     if not (parent / "checkpoint.pt").exists():
-        print(f"rho {imbalance:>5g}  seed {seed}  {cell.name:<24} FAILED: its parent {parent} has no checkpoint",
-              flush=True)
-        return None
+        if run_state(imbalance, seed, _cell(cell.parent), out) != "finished":
+            print(f"rho {imbalance:>5g}  seed {seed}  {cell.name:<24} FAILED: its parent {parent} has no checkpoint",
+                  flush=True)
+            return None
+        # The parent's recorded run cannot be reproduced here (it ran on another CPU kind, or a retrain moved its
+        # metrics): tune_beta trains its own CE run, the same recipe and seed, into <folder>/ce, whose result.json
+        # records this machine and its own metrics. tune_beta only reads the CE run's features, so its choice is
+        # that of a CE run of this recipe, not of the table's CE run.
+        own_ce = True
     ce = folder / "ce"
-    if ce.exists():
+    if not own_ce:
+        if ce.exists():
+            shutil.rmtree(ce)
+        ce.mkdir(parents=True)
+        for name in ("result.json", "checkpoint.pt"):
+            shutil.copy2(parent / name, ce / name)
+    elif ce.exists() and _ce_copied_from(ce, parent):  # a copy of the recorded run: its checkpoint is gone
         shutil.rmtree(ce)
-    ce.mkdir(parents=True)
-    for name in ("result.json", "checkpoint.pt"):
-        shutil.copy2(parent / name, ce / name)
     start = time.perf_counter()
     try:
         # per-class candidates too: their best radius is the cb_softmax_per_class_beta cell's
@@ -262,11 +273,28 @@ def _tune_cell(imbalance: float, seed: int, cell: Cell, out: str, folder: Path) 
     except Exception as exc:  # one failed cell must not stop the matrix
         print(f"rho {imbalance:>5g}  seed {seed}  {cell.name:<24} FAILED: {type(exc).__name__}: {exc}", flush=True)
         return None
-    (ce / "checkpoint.pt").unlink()  # a copy of the parent's (checkpoints are not committed)
+    if not own_ce:
+        (ce / "checkpoint.pt").unlink()  # a copy of the parent's (checkpoints are not committed)
     seconds = time.perf_counter() - start
-    print(f"rho {imbalance:>5g}  seed {seed}  {cell.name:<24} {seconds:6.1f}s  chose {result.chosen['label']}",
+    own = ("  (its own CE run, trained here: the parent's recorded run is not reproducible on this machine; "
+           f"test accuracy {json.loads((ce / 'result.json').read_text())['final']['accuracy']} here, "
+           f"{json.loads((parent / 'result.json').read_text())['final']['accuracy']} recorded)") if own_ce else ""
+    print(f"rho {imbalance:>5g}  seed {seed}  {cell.name:<24} {seconds:6.1f}s  chose {result.chosen['label']}{own}",
           flush=True)
     return cell.name, imbalance, seed, seconds
+
+
+def _cell(name: str) -> Cell:
+    """The matrix cell called ``name``."""
+    return next(c for c in GRIDS["matrix"]() if c.name == name)
+
+
+def _ce_copied_from(ce: Path, parent: Path) -> bool:
+    """Whether ``ce`` (a tune_beta cell's CE folder) holds a copy of ``parent``'s recorded run."""
+    try:
+        return json.loads((ce / "result.json").read_text()) == json.loads((parent / "result.json").read_text())
+    except (OSError, ValueError):
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:

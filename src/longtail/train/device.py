@@ -123,6 +123,13 @@ def same_hardware(a: dict[str, object], b: dict[str, object]) -> bool:
     return all(a.get(key) == b.get(key) for key in a.keys() | b.keys())
 
 
+def describe_hardware(record: dict[str, object]) -> str:
+    """A :func:`hardware` record in words, e.g. ``"AMD EPYC (AVX2, no native bfloat16)"``."""
+    bf16 = "native bfloat16" if record.get("native_bfloat16") else "no native bfloat16"
+    gpu = f", {record['gpu']}" if record.get("gpu") else ""
+    return f"{record.get('cpu', '?')} ({record.get('cpu_capability', '?')}, {bf16}{gpu})"
+
+
 def autocast_enabled(amp: str, device: torch.device) -> bool:
     """Whether ``amp`` (``"auto"``, ``"bf16"`` or ``"off"``) turns on bfloat16 autocast on ``device``.
 
@@ -134,5 +141,5 @@ def autocast_enabled(amp: str, device: torch.device) -> bool:
     return amp == "bf16"
 
 
-__all__ = ["autocast_enabled", "cpu_has_native_bfloat16", "cpu_model", "distributed", "hardware", "init_distributed",
-           "resolve_device", "same_hardware", "synchronize"]
+__all__ = ["autocast_enabled", "cpu_has_native_bfloat16", "cpu_model", "describe_hardware", "distributed", "hardware",
+           "init_distributed", "resolve_device", "same_hardware", "synchronize"]

@@ -258,14 +258,12 @@ def _tune_cell(imbalance: float, seed: int, cell: Cell, out: str, folder: Path) 
         # that of a CE run of this recipe, not of the table's CE run.
         own_ce = True
     ce = folder / "ce"
+    if ce.exists() and (not own_ce or _ce_copied_from(ce, parent)):  # an own CE run is kept, to resume or reuse
+        shutil.rmtree(ce)
     if not own_ce:
-        if ce.exists():
-            shutil.rmtree(ce)
         ce.mkdir(parents=True)
         for name in ("result.json", "checkpoint.pt"):
             shutil.copy2(parent / name, ce / name)
-    elif ce.exists() and _ce_copied_from(ce, parent):  # a copy of the recorded run: its checkpoint is gone
-        shutil.rmtree(ce)
     start = time.perf_counter()
     try:
         # per-class candidates too: their best radius is the cb_softmax_per_class_beta cell's

@@ -15,7 +15,7 @@ import sys
 import torch
 import torch.distributed as dist
 
-from longtail.cdb import ClassDifficulty, TrainingDifficultyEMA
+from longtail.difficulty import ClassDifficulty, TrainingDifficultyEMA
 from longtail.confusion import all_reduce_sum
 from longtail.metrics import ConfusionMeter
 from longtail.losses.cdb import CDBLoss

@@ -10,9 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from longtail.cdb import ClassDifficulty, TrainingDifficultyEMA, cdb_weights, dynamic_tau
+from longtail.difficulty import ClassDifficulty, TrainingDifficultyEMA
 from longtail.functional import class_balanced_loss, focal_loss
 from longtail.losses.cdb import CDBLoss
+from longtail.weights import cdb_weights, dynamic_tau
 
 NAN = float("nan")
 ACC = [0.9, 0.6, 0.3]  # the 3-class example: difficulties [0.1, 0.4, 0.7]

@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 from cdb_ddp_worker import EMA_MOMENTUM, IGNORE_INDEX, NUM_CLASSES, TOP_K, make_losses, rank_batches, rank_matrix
 
-from longtail.cdb import ClassDifficulty, TrainingDifficultyEMA
+from longtail.difficulty import ClassDifficulty, TrainingDifficultyEMA
 from longtail.metrics import ConfusionMeter
 
 WORKER = Path(__file__).with_name("cdb_ddp_worker.py")

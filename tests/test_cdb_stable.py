@@ -10,21 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from longtail import StableCDBLoss
-from longtail.cdb import (
-    ClassDifficulty,
-    TrainingDifficultyEMA,
-    bound_ratio,
-    cdb_weights,
-    damped_weights,
-    estimated_accuracy,
-    posterior_accuracy,
-)
+from longtail.difficulty import ClassDifficulty, TrainingDifficultyEMA, estimated_accuracy, posterior_accuracy
+from longtail.weights import bound_ratio, cdb_weights, damped_weights
 from longtail.losses.cdb import CDBLoss
 from longtail.metrics import ConfusionMeter
 from longtail.train import LOSSES, TrainConfig, prepare_data, train
 
 NAN = float("nan")
-FAST = dict(dataset="synthetic", imbalance=10, n_max=60, epochs=2, batch_size=32, width=8, lr=0.05, val_per_class=10)
 
 
 def _meter(correct, total, num_classes=None, **kwargs):
@@ -229,8 +221,10 @@ def test_the_stable_losses_are_registered_with_their_fields():
     assert (criterion.momentum, criterion.max_ratio) == (config.cdb_momentum, config.cdb_max_ratio)
 
 
-def test_a_stable_run_killed_mid_way_resumes_to_the_same_result(tmp_path, interrupted):
-    config = TrainConfig(**FAST, loss="cdb_stable", cdb_difficulty="confidence", cdb_momentum=0.5, cdb_max_ratio=8.0)
+@pytest.mark.slow
+def test_a_stable_run_killed_mid_way_resumes_to_the_same_result(tmp_path, interrupted, tiny_config):
+    config = tiny_config(val_per_class=10, loss="cdb_stable", cdb_difficulty="confidence", cdb_momentum=0.5,
+                         cdb_max_ratio=8.0)
     data = prepare_data(config, torch.device("cpu"))
     full = train(config, tmp_path / "full", verbose=0, data=data)
     last = full["history"][-1]

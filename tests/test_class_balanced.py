@@ -342,6 +342,7 @@ def test_numpy_reference_is_itself_right():
     assert official_loss(z, np.array([0]), np.ones(3), "softmax") == pytest.approx(ce, rel=1e-14)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss, gamma, target_kind",
                          [(loss, gamma, "soft") for loss, gamma in _with_gammas([0.0, 0.5, 2.0])]
                          + [(loss, gamma, "multi_hot")

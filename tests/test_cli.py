@@ -80,12 +80,14 @@ def test_bad_arguments_give_one_line_errors(args, message, capsys):
     assert len(stderr.strip().splitlines()) == 1 or stderr.startswith("usage:")
 
 
+@pytest.mark.slow
 def test_bad_argument_in_a_real_process_prints_no_traceback():
     done = run("train", "--dataset", "synthetic", "--gamma", "-1")
     assert done.returncode == 2
     assert done.stderr.strip() == "longtail train: error: gamma must be in [0, inf]; got -1.0"
 
 
+@pytest.mark.slow
 def test_train_command_writes_results(tmp_path):
     done = run("train", "--dataset", "synthetic", "--imbalance", "10", "--n-max", "40", "--epochs", "1",
                "--batch-size", "32", "--width", "8", "--loss", "cb_softmax", "--beta", "0.999", "--quiet",
@@ -96,6 +98,7 @@ def test_train_command_writes_results(tmp_path):
     assert result["config"]["beta"] == 0.999
 
 
+@pytest.mark.slow
 def test_demo_on_synthetic_data(tmp_path, capsys):
     demo = ["demo", "--dataset", "synthetic", "--n-max", "40", "--imbalance", "10", "--out", str(tmp_path), "--quiet",
             "--many-threshold", "30", "--few-threshold", "10"]
@@ -204,6 +207,7 @@ def _one_line_error(capsys, code, argv):
     return err.strip()
 
 
+@pytest.mark.slow
 def test_run_folder_errors_are_one_line(tmp_path, capsys):
     file = tmp_path / "file"
     file.write_text("x")
@@ -238,6 +242,7 @@ def test_a_diverged_run_exits_1_with_one_line(tmp_path, capsys):
     assert "cannot be resumed" in _one_line_error(capsys, 2, [*TRAIN, "--lr", "1e30", "--out", str(folder), "--resume"])
 
 
+@pytest.mark.slow
 def test_two_runs_on_one_folder_the_second_fails_at_once_naming_the_holder(tmp_path, capsys):
     folder = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "LONGTAIL_TEST_WRITE_DELAY": "0.5"}  # a long first run

@@ -17,19 +17,18 @@ import torch
 from longtail.cli import main
 from longtail.data.registry import load_dataset
 from longtail.runs import REPORT_COLUMNS, write_run_report
-from longtail.train import TrainConfig, load_model, train
+from longtail.train import load_model, train
 
-TINY = dict(dataset="synthetic", imbalance=10, n_max=60, epochs=2, batch_size=32, width=8, val_per_class=5)
 DOC = Path(__file__).resolve().parents[1] / "docs" / "using_runs.md"
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, tiny_config):
     """Two complete runs: CE with post-hoc logit adjustment, and the class-balanced softmax."""
     root = tmp_path_factory.mktemp("runs")
     results = {}
     for name, extra in (("ce", {"posthoc": "logit_adjust"}), ("cb", {"loss": "cb_softmax"})):
-        results[name] = train(TrainConfig(**TINY, **extra), root / name, verbose=0)
+        results[name] = train(tiny_config(val_per_class=5, **extra), root / name, verbose=0)
     return root, results
 
 
@@ -56,6 +55,7 @@ def _one_line_error(capsys, argv, code=2, warnings=0):
 # --- report --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_report_writes_tables_and_plots_whose_numbers_are_the_results(runs, tmp_path, capsys):
     root, _ = runs
     out = tmp_path / "report"
@@ -254,6 +254,7 @@ def test_predict_unreadable_files_are_one_line(runs, tmp_path, capsys):
         capsys, ["predict", run, "--images", str(tmp_path / "no.npy"), "--batch-size", "0"])
 
 
+@pytest.mark.slow
 def test_predict_in_a_real_process(runs, tmp_path, test_images):
     root, _ = runs
     np.save(tmp_path / "x.npy", test_images[:3].numpy())

@@ -20,6 +20,7 @@ def test_inductor_compiled_value_and_gradient_match_eager():
     torch.testing.assert_close(g_compiled, g_eager)
 
 
+@pytest.mark.slow
 def test_recompiling_with_other_hyperparameters_keeps_a_full_graph():
     # On a second instance dynamo may treat a float hyperparameter as symbolic; checks must not break the graph.
     torch._dynamo.reset()
@@ -32,6 +33,7 @@ def test_recompiling_with_other_hyperparameters_keeps_a_full_graph():
             torch.testing.assert_close(compiled(z, y), criterion(z, y))
 
 
+@pytest.mark.slow
 def test_label_smoothing_sample_weight_and_pos_weight_compile_in_a_full_graph():
     # A new label_smoothing value on a new instance recompiles (dynamo may make it symbolic); no graph breaks.
     torch._dynamo.reset()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from longtail.cdb import ClassDifficulty
+from longtail.difficulty import ClassDifficulty
 from longtail.confusion import all_reduce_sum, confusion_counts, top_k_counts
 from longtail.metrics import ConfusionMeter
 from longtail.losses.cdb import CDBLoss
@@ -107,6 +107,7 @@ def test_confusion_counts_argument_errors():
         confusion_counts(torch.tensor([0]), torch.tensor([0]), 2, ignore_index=-1.0)
 
 
+@pytest.mark.slow
 def test_confusion_counts_compiles_without_graph_breaks():
     # No boolean indexing and no host sync: the only data-dependent check is skipped while tracing.
     torch._dynamo.reset()

@@ -261,6 +261,7 @@ def slow_server() -> Iterator[str]:
         thread.join(timeout=5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", ["trickle", "slow-headers"])
 def test_deadline_stops_a_trickling_server(tmp_path: Path, path: str) -> None:
     # One byte every 0.2 s never trips the 5 s read timeout; the 1 s deadline stops it.
@@ -295,6 +296,7 @@ def test_deadline_and_timeout_are_checked(tmp_path: Path, fake_files) -> None:  
         download_verified("http://127.0.0.1:9/x", tmp_path / "x", digest, timeout=-1)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_part_file_of_a_killed_download_is_removed_by_the_next(

@@ -1,4 +1,4 @@
-"""The effective number estimated from data (longtail.effective, beyond the paper): covering numbers by hand,
+"""The effective number estimated from data (longtail.prototypes, beyond the paper): covering numbers by hand,
 per-class betas and weights by hand."""
 
 import math
@@ -9,15 +9,14 @@ import pytest
 import torch
 
 from longtail import class_balanced_weights, effective_number
-from longtail.effective import (
+from longtail.prototypes import (
     covering_number,
     estimate_prototypes,
     nearest_neighbour_distances,
     per_class_betas,
-    per_class_effective_number,
-    per_class_weights,
     radius_grid,
 )
+from longtail.weights import per_class_effective_number, per_class_weights
 
 
 def line(n, spacing=1.0):
@@ -212,3 +211,12 @@ def test_trainer_class_betas_field_and_flag():
     assert str(_default_out(TrainConfig(loss="cb_softmax", class_betas=[0.5, 0.5]))).startswith(
         "runs/fashion_mnist-cb_softmax-beta0.9999-class_betas-reductionmean")
     assert "class_betas" not in str(_default_out(TrainConfig(loss="cb_softmax")))
+
+
+def test_per_class_weights_of_counts_at_the_edge_of_float64_are_the_one_beta_limits_not_nan():
+    # 1/n overflows for a subnormal count (the plain rescaling gave NaN) and the sum overflows for four counts at the
+    # smallest normal float64 (it gave 0): the same limits as class_balanced_weights.
+    tiny = [2.2250738585072014e-308] * 4
+    assert per_class_weights(tiny, [1.0] * 4, dtype=torch.float64).tolist() == [1.0, 1.0, 1.0, 1.0]
+    torch.testing.assert_close(per_class_weights([1e-320, 1], [1.0, 1.0], dtype=torch.float64),
+                               class_balanced_weights([1e-320, 1], 1.0, dtype=torch.float64))

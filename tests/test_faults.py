@@ -18,12 +18,11 @@ import torch
 
 from longtail.checks import check_batch_per_process
 from longtail.io import TEST_WRITE_DELAY_ENV, load_checkpoint, save_checkpoint
-from longtail.train import RunFolderError, TrainConfig, TrainingDiverged, prepare_data, train
+from longtail.train import RunFolderError, TrainingDiverged, train
 from longtail.train import trainer
 from longtail.train.data import DeviceSplit
 from longtail.train.device import resolve_device
 
-FAST = dict(dataset="synthetic", imbalance=10, n_max=60, epochs=2, batch_size=32, width=8, lr=0.05)
 TIMINGS = ("train_seconds", "eval_seconds", "wall_seconds")
 
 
@@ -36,15 +35,10 @@ def _read(folder):
 
 
 @pytest.fixture(scope="module")
-def synthetic_data():
-    return prepare_data(TrainConfig(**FAST), torch.device("cpu"))
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory, synthetic_data):
-    """A finished FAST run (its folder, to copy) and its result.json."""
+def finished_run(tmp_path_factory, synthetic_data, tiny_config):
+    """A finished tiny run (its folder, to copy) and its result.json."""
     folder = tmp_path_factory.mktemp("finished") / "run"
-    train(TrainConfig(**FAST), folder, verbose=0, data=synthetic_data)
+    train(tiny_config(), folder, verbose=0, data=synthetic_data)
     return folder, _read(folder)
 
 
@@ -67,7 +61,7 @@ DAMAGES = {
 
 @pytest.mark.parametrize("damage", list(DAMAGES))
 def test_resume_rebuilds_a_missing_damaged_or_stale_result_from_the_finished_checkpoint(
-    damage, finished_run, synthetic_data, tmp_path, capsys
+    damage, finished_run, synthetic_data, tmp_path, capsys, tiny_config
 ):
     source, expected = finished_run
     folder = tmp_path / "run"
@@ -77,31 +71,33 @@ def test_resume_rebuilds_a_missing_damaged_or_stale_result_from_the_finished_che
     if DAMAGES[damage] is not None:
         (folder / "result.json").write_text(DAMAGES[damage](text, expected))
 
-    result = train(TrainConfig(**FAST), folder, resume=True, verbose=1, data=synthetic_data)
+    result = train(tiny_config(), folder, resume=True, verbose=1, data=synthetic_data)
     assert "rebuilding it from the checkpoint" in capsys.readouterr().out
     assert result["status"] == "complete"
     assert _without_timings(_read(folder)) == _without_timings(expected)  # as if never interrupted
     assert _without_timings(result) == _without_timings(expected)
     # Now the pair is consistent: the next resume only reports it.
-    again = train(TrainConfig(**FAST), folder, resume=True, verbose=1, data=synthetic_data)
+    again = train(tiny_config(), folder, resume=True, verbose=1, data=synthetic_data)
     assert "already complete" in capsys.readouterr().out and again == _read(folder)
 
 
 # --- the output folder: one run at a time, never replaced silently, a folder --------------------------------
 
 
-def test_a_folder_holding_a_run_is_refused_without_resume_or_overwrite(finished_run, synthetic_data, tmp_path):
+def test_a_folder_holding_a_run_is_refused_without_resume_or_overwrite(
+    finished_run, synthetic_data, tmp_path, tiny_config
+):
     source, expected = finished_run
     folder = tmp_path / "run"
     shutil.copytree(source, folder)
     message = rf"^{re.escape(str(folder))} holds a run \(status complete\); pass --resume to continue it, or " \
               r"--overwrite to replace it$"
     with pytest.raises(RunFolderError, match=message):
-        train(TrainConfig(**FAST), folder, verbose=0, data=synthetic_data)
+        train(tiny_config(), folder, verbose=0, data=synthetic_data)
     assert _read(folder) == expected  # untouched
 
     # --overwrite replaces it: here by a run of another configuration, which a resume would refuse.
-    other = TrainConfig(**{**FAST, "lr": 0.1, "epochs": 1})
+    other = tiny_config(lr=0.1, epochs=1)
     result = train(other, folder, overwrite=True, verbose=0, data=synthetic_data)
     assert result["status"] == "complete" and _read(folder)["config"]["lr"] == 0.1
     assert load_checkpoint(folder / "checkpoint.pt")["config"]["lr"] == 0.1
@@ -117,7 +113,7 @@ def test_a_folder_holding_a_run_is_refused_without_resume_or_overwrite(finished_
         train(other, folder, resume=True, overwrite=True, verbose=0, data=synthetic_data)
 
 
-def test_an_output_path_that_is_a_file_is_refused_before_any_work(tmp_path, monkeypatch):
+def test_an_output_path_that_is_a_file_is_refused_before_any_work(tmp_path, monkeypatch, tiny_config):
     def no_work(*args, **kwargs):
         raise AssertionError("the data was loaded before the output folder was checked")
 
@@ -126,31 +122,31 @@ def test_an_output_path_that_is_a_file_is_refused_before_any_work(tmp_path, monk
     file.write_text("not a folder")
     with pytest.raises(ValueError, match=rf"^out_dir must be a folder or a path to create one at; got "
                        rf"'{re.escape(str(file))}', an existing file$"):
-        train(TrainConfig(**FAST), file, verbose=0)
+        train(tiny_config(), file, verbose=0)
     with pytest.raises(ValueError, match=rf"got '{re.escape(str(file / 'run'))}', inside the file"):
-        train(TrainConfig(**FAST), file / "run", verbose=0)
+        train(tiny_config(), file / "run", verbose=0)
     assert file.read_text() == "not a folder"
 
 
-def test_the_lock_file_names_its_holder_and_is_released_after_the_run(synthetic_data, tmp_path):
+def test_the_lock_file_names_its_holder_and_is_released_after_the_run(synthetic_data, tmp_path, tiny_config):
     fcntl = pytest.importorskip("fcntl")  # POSIX: elsewhere runs are not locked
     folder = tmp_path / "run"
-    train(TrainConfig(**{**FAST, "epochs": 1}), folder, verbose=0, data=synthetic_data)
+    train(tiny_config(epochs=1), folder, verbose=0, data=synthetic_data)
     assert (folder / ".lock").read_text().strip() == str(os.getpid())
     with open(folder / ".lock") as handle:  # released: another process (here another open file) can take it
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         with pytest.raises(RunFolderError, match=rf"^{re.escape(str(folder))} is in use by another run \(PID "
                            rf"{os.getpid()} holds .*\.lock\); wait for it to end or choose another --out$"):
-            train(TrainConfig(**{**FAST, "epochs": 1}), folder, resume=True, verbose=0, data=synthetic_data)
+            train(tiny_config(epochs=1), folder, resume=True, verbose=0, data=synthetic_data)
 
 
 # --- configurations that would train zero steps ----------------------------------------------------------
 
 
-def test_a_batch_without_two_samples_per_process_is_refused_before_training(synthetic_data, tmp_path):
+def test_a_batch_without_two_samples_per_process_is_refused_before_training(synthetic_data, tmp_path, tiny_config):
     with pytest.raises(ValueError, match=r"^batch_size must be >= 2 x the world size = 2 \(2 samples for each of 1 "
                        r"process: BatchNorm needs two\); got 1$"):
-        TrainConfig(**{**FAST, "batch_size": 1})
+        tiny_config(batch_size=1)
     with pytest.raises(ValueError, match=r"batch_size must be >= 2 x the world size = 4 \(2 samples for each of 2 "
                        r"processes: BatchNorm needs two\); got 3"):
         check_batch_per_process(3, 2)
@@ -158,17 +154,17 @@ def test_a_batch_without_two_samples_per_process_is_refused_before_training(synt
                                                                  synthetic_data.train.labels[:1]))
     with pytest.raises(ValueError, match=r"^the training split must hold at least 2 x the world size = 2 images "
                        r"\(one batch of 2 per process\); got 1$"):
-        train(TrainConfig(**FAST), tmp_path / "run", verbose=0, data=tiny)
+        train(tiny_config(), tmp_path / "run", verbose=0, data=tiny)
     assert not (tmp_path / "run" / "result.json").exists()
 
 
 # --- divergence ----------------------------------------------------------------------------------------------
 
 
-def test_a_nan_loss_stops_the_run_with_a_diverged_result(synthetic_data, tmp_path):
+def test_a_nan_loss_stops_the_run_with_a_diverged_result(synthetic_data, tmp_path, tiny_config):
     folder = tmp_path / "run"
     with pytest.raises(TrainingDiverged, match=r"^training diverged at epoch 1 \(loss nan\); lower --lr$") as info:
-        train(TrainConfig(**{**FAST, "lr": 1e30}), folder, verbose=0, data=synthetic_data)
+        train(tiny_config(lr=1e30), folder, verbose=0, data=synthetic_data)
     saved = _read(folder)  # valid JSON (no NaN in it)
     assert saved == info.value.result
     assert saved["status"] == "diverged" and saved["final"] == {}
@@ -178,9 +174,11 @@ def test_a_nan_loss_stops_the_run_with_a_diverged_result(synthetic_data, tmp_pat
     assert not (folder / "checkpoint.pt").exists()  # no checkpoint of a NaN model
 
 
-def test_a_run_that_diverges_later_keeps_its_history_and_is_not_resumed(synthetic_data, tmp_path, monkeypatch):
+def test_a_run_that_diverges_later_keeps_its_history_and_is_not_resumed(
+    synthetic_data, tmp_path, monkeypatch, tiny_config
+):
     folder = tmp_path / "run"
-    config = TrainConfig(**{**FAST, "epochs": 3})
+    config = tiny_config(epochs=3)
     real = trainer.train_one_epoch
     monkeypatch.setattr(trainer, "train_one_epoch",
                         lambda run, epoch, bar=None: math.inf if epoch == 1 else real(run, epoch, bar))
@@ -203,10 +201,10 @@ def test_a_run_that_diverges_later_keeps_its_history_and_is_not_resumed(syntheti
 # --- devices and world sizes ---------------------------------------------------------------------------------
 
 
-def test_device_names_are_checked_with_one_line_messages():
+def test_device_names_are_checked_with_one_line_messages(tiny_config):
     with pytest.raises(ValueError, match=r"^device must be 'auto', 'cpu', 'cuda', 'cuda:N' \(N a GPU index\), 'mps' "
                        r"or 'mps:0'; got 'cuda:abc'$"):
-        TrainConfig(**FAST, device="cuda:abc")
+        tiny_config(device="cuda:abc")
     with pytest.raises(ValueError, match="got 'gpu'"):
         resolve_device("gpu")
     assert resolve_device("cpu") == torch.device("cpu")
@@ -219,15 +217,15 @@ def test_device_names_are_checked_with_one_line_messages():
             resolve_device("cuda:1")
 
 
-def test_resume_with_another_world_size_is_refused(synthetic_data, tmp_path):
+def test_resume_with_another_world_size_is_refused(synthetic_data, tmp_path, tiny_config):
     folder = tmp_path / "run"
-    train(TrainConfig(**FAST), folder, verbose=0, data=synthetic_data)
+    train(tiny_config(), folder, verbose=0, data=synthetic_data)
     state = load_checkpoint(folder / "checkpoint.pt")
     assert state["world_size"] == 1
     # As if two processes had written the first epoch's checkpoint.
     save_checkpoint(folder / "checkpoint.pt", {**state, "epoch": 0, "history": state["history"][:1], "world_size": 2})
     with pytest.raises(ValueError, match=r"^cannot resume: the world size must be 2, the checkpoint's .*; got 1"):
-        train(TrainConfig(**FAST), folder, resume=True, verbose=0, data=synthetic_data)
+        train(tiny_config(), folder, resume=True, verbose=0, data=synthetic_data)
 
 
 # --- SIGKILL at random moments, then --resume ---------------------------------------------------------------
@@ -320,6 +318,7 @@ def tiny_filesystem(tmp_path):
         subprocess.run(["umount", str(point)], capture_output=True)
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_line_naming_the_file_and_leaves_no_temporary(tiny_filesystem):
     from longtail.io import save_checkpoint
 

@@ -38,6 +38,7 @@ ANY_VALUE = st.one_of(
 FIELDS = [f.name for f in dataclasses.fields(TrainConfig)]
 
 
+@pytest.mark.slow
 @settings(max_examples=300)
 @given(field=st.sampled_from(FIELDS), value=ANY_VALUE)
 def test_a_configuration_field_takes_a_value_or_names_what_it_expected(field, value):
@@ -57,6 +58,7 @@ VALUE_FLAGS = ["--" + f.name.replace("_", "-") for f in dataclasses.fields(Train
                if f.type not in ("bool",) and f.name not in ("download", "augment", "nesterov", "compile")]
 
 
+@pytest.mark.slow
 @settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(flag=st.sampled_from(VALUE_FLAGS), text=FLAG_VALUES)
 def test_the_cli_refuses_a_bad_option_value_in_one_line(flag, text, capsys, monkeypatch, tmp_path):
@@ -93,6 +95,7 @@ CONSTRUCTORS = {
 }
 
 
+@pytest.mark.slow
 @settings(max_examples=400)
 @given(name=st.sampled_from(sorted(CONSTRUCTORS)), counts=COUNTS, hyper=HYPER)
 def test_losses_and_weights_are_built_or_refused_with_a_message(name, counts, hyper):
@@ -134,6 +137,7 @@ FORWARDS = {
 }
 
 
+@pytest.mark.slow
 @settings(max_examples=150)
 @given(name=st.sampled_from(sorted(FORWARDS)), sample_weight=SAMPLE_WEIGHTS,
        reduction=st.sampled_from(["mean", "weighted_mean", "sum", "none"]))
@@ -168,6 +172,7 @@ NEW_ARGUMENTS = {
 }
 
 
+@pytest.mark.slow
 @settings(max_examples=200)
 @given(name=st.sampled_from(sorted(NEW_ARGUMENTS)),
        value=st.one_of(HYPER, st.lists(st.one_of(st.integers(-3, 5), st.floats(allow_nan=True, allow_infinity=True)),

@@ -176,6 +176,7 @@ def test_the_trainers_loss_is_the_class_balanced_loss_of_the_logits(tmp_path):
     torch.testing.assert_close(plain.compute_loss(model, batch), own, rtol=1e-6, atol=0)
 
 
+@pytest.mark.slow
 @needs_transformers
 def test_training_steps_with_gradient_accumulation_follow_the_mean_loss(tmp_path):
     import transformers
@@ -274,6 +275,7 @@ def test_the_documented_recipe_gives_the_same_loss(tmp_path):
     assert recipe_trainer.model_accepts_loss_kwargs is False
 
 
+@pytest.mark.slow
 def test_without_the_frameworks_the_modules_import_and_the_classes_say_what_to_install():
     """Both integration modules (so pytest's doctest collection of src/longtail too) import without their framework."""
     script = textwrap.dedent("""

@@ -123,6 +123,7 @@ def test_stale_temporaries_of_dead_writers_are_removed_and_live_ones_kept(tmp_pa
         live.wait()
 
 
+@pytest.mark.slow
 @posix_only
 def test_sigkill_mid_write_leaves_a_temporary_that_the_next_write_removes(tmp_path: Path) -> None:
     script = (

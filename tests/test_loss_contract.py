@@ -251,6 +251,7 @@ def test_set_weight_keeps_the_loss_device(case):
     assert criterion.weight.device.type == "meta"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_compiles_without_graph_breaks_and_sees_new_weights(case):
     torch._dynamo.reset()

@@ -293,7 +293,7 @@ def test_meter_top_k_needs_scores() -> None:
 
 
 def test_meter_is_the_cdb_counter_and_takes_arrays() -> None:
-    from longtail.cdb import ClassDifficulty
+    from longtail.difficulty import ClassDifficulty
 
     assert issubclass(ClassDifficulty, ConfusionMeter)
     m = ConfusionMeter(3)

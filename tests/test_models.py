@@ -284,7 +284,8 @@ def test_build_model_bad_size_arguments(name: str, arg: str, value: object, exc:
 @pytest.mark.parametrize(
     ("name", "shape", "use_norm"),
     # ResNet-32 at 16x16 (global pooling allows it) keeps the test fast; the architecture is the same.
-    [("small_cnn", (1, 28, 28), False), ("small_cnn", (1, 28, 28), True), ("resnet32", (3, 16, 16), False)],
+    [("small_cnn", (1, 28, 28), False), ("small_cnn", (1, 28, 28), True),
+     pytest.param("resnet32", (3, 16, 16), False, marks=pytest.mark.slow)],
 )
 def test_tiny_overfit_reduces_loss(name: str, shape: tuple[int, int, int], use_norm: bool) -> None:
     torch.manual_seed(0)
@@ -307,3 +308,23 @@ def test_tiny_overfit_reduces_loss(name: str, shape: tuple[int, int, int], use_n
         opt.step()
     assert torch.isfinite(loss)
     assert loss_fn().item() < 0.7 * first.item()
+
+
+def test_a_model_derived_from_classifier_gets_the_convention_from_its_backbone_and_fc():
+    from longtail.models import Classifier, linear_head
+
+    class Tiny(Classifier):
+        def __init__(self, num_classes=3, in_channels=2, use_norm=False):
+            super().__init__()
+            self.in_channels, self.num_classes, self.feature_dim = in_channels, num_classes, 4
+            self.body = nn.Sequential(nn.Flatten(), nn.LazyLinear(4))
+            self.fc = linear_head(4, num_classes, use_norm)
+
+        def embed(self, x):
+            return self.body(x)
+
+    model, x = Tiny(), torch.randn(5, 2, 6, 6)
+    assert torch.equal(model(x), model.forward_head(model.forward_features(x)))
+    assert model.classifier is model.fc and isinstance(Tiny(use_norm=True).fc, NormedLinear)
+    with pytest.raises(ValueError, match=r"input must have shape \(N, 2, H, W\); got \(5, 3, 6, 6\)"):
+        model(torch.randn(5, 3, 6, 6))

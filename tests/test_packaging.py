@@ -238,6 +238,7 @@ def test_every_public_submodule_is_listed_for_lazy_access():
     assert {"ClassBalancedLoss", "__version__"} <= set(dir(longtail))
 
 
+@pytest.mark.slow
 def test_import_longtail_does_not_import_the_heavy_submodules_but_each_is_an_attribute():
     heavy = ["longtail.train", "longtail.data", "longtail.sklearn", "longtail.models", "longtail.cli", "longtail.demo"]
     script = textwrap.dedent(f"""

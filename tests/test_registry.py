@@ -16,7 +16,6 @@ from longtail.train import LOSSES, LossSpec, TrainConfig, build_loss, register_l
 from longtail.train.trainer import build_network, parameter_groups
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = dict(dataset="synthetic", imbalance=10, n_max=60, epochs=2, batch_size=32, width=8)
 
 
 @pytest.fixture
@@ -29,9 +28,9 @@ def registry():
 
 
 @pytest.mark.parametrize("name", list(LOSSES))
-def test_every_spec_builds_its_loss_head_and_bias(name):
+def test_every_spec_builds_its_loss_head_and_bias(name, tiny_config):
     spec = LOSSES[name]
-    config = TrainConfig(**FAST, loss=name, val_per_class=max(1, spec.needs_validation))
+    config = tiny_config(loss=name, val_per_class=max(1, spec.needs_validation))
     criterion = build_loss(config, torch.tensor([60, 40, 30, 20, 15, 11, 9, 8, 7, 6]))
     assert criterion.weight.shape == (10,)
     model = build_network(config, 10, 1)
@@ -138,7 +137,7 @@ def test_help_lists_every_loss_with_the_fields_it_reads(capsys):
     assert "--cdb-tau" in text and "--la-tau" in text and "--tau " not in text
 
 
-def test_a_registered_loss_trains_and_its_hooks_run(registry, tmp_path):
+def test_a_registered_loss_trains_and_its_hooks_run(registry, tmp_path, tiny_config):
     calls = []
 
     def on_epoch_start(criterion, epoch):
@@ -153,8 +152,8 @@ def test_a_registered_loss_trains_and_its_hooks_run(registry, tmp_path):
     with pytest.raises(ValueError, match="already registered"):
         register_loss("probe", LOSSES["ce"])
     with pytest.raises(ValueError, match="val_per_class must be >= 1 for loss='probe'"):
-        TrainConfig(**FAST, loss="probe")
-    result = train(TrainConfig(**FAST, loss="probe", val_per_class=5), tmp_path, verbose=0)
+        tiny_config(loss="probe")
+    result = train(tiny_config(loss="probe", val_per_class=5), tmp_path, verbose=0)
     assert calls == [("start", 0), ("validated", 50), ("start", 1), ("validated", 50)]
     assert len(result["history"][-1]["probe_accuracy"]) == 10
 

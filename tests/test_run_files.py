@@ -1,6 +1,7 @@
 """What a run leaves beside result.json (history.csv, config.toml), --config files, shot thresholds, logs and help."""
 
 import csv
+import functools
 import io
 import json
 
@@ -10,15 +11,20 @@ from longtail.cli import build_parser, main
 from longtail.train import TrainConfig, train
 from longtail.train.config import load_config_file
 
-FAST = dict(dataset="synthetic", imbalance=10, n_max=60, epochs=2, batch_size=32, width=8, val_per_class=5)
 FAST_FLAGS = ["--dataset", "synthetic", "--imbalance", "10", "--n-max", "60", "--epochs", "2", "--batch-size", "32",
               "--width", "8", "--val-per-class", "5"]
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def tiny_config(tiny_config):
+    """The tiny run with 5 validation images per class, so that history.csv has validation columns."""
+    return functools.partial(tiny_config, val_per_class=5)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, tiny_config):
     folder = tmp_path_factory.mktemp("run")
-    return folder, train(TrainConfig(**FAST, eval_every=1), folder, verbose=0)
+    return folder, train(tiny_config(eval_every=1), folder, verbose=0)
 
 
 def test_history_csv_is_the_result_history_as_a_table(run):
@@ -77,8 +83,8 @@ def test_shot_thresholds_default_to_the_head_class_and_come_in_pairs(run):
         TrainConfig(many_threshold=1000)
 
 
-def test_no_progress_bar_frames_when_stderr_is_not_a_terminal(tmp_path, capsys):
-    train(TrainConfig(**{**FAST, "epochs": 1}), tmp_path, verbose=2)
+def test_no_progress_bar_frames_when_stderr_is_not_a_terminal(tmp_path, capsys, tiny_config):
+    train(tiny_config(epochs=1), tmp_path, verbose=2)
     captured = capsys.readouterr()
     assert "\r" not in captured.err and "epoch   1/1" in captured.out
 
@@ -96,10 +102,11 @@ def test_every_option_has_help_and_says_its_default_once():
     assert commands["train"].format_help().count("all it has") == 1
 
 
-def test_tensorboard_scalars_are_the_history(tmp_path):
+@pytest.mark.slow
+def test_tensorboard_scalars_are_the_history(tmp_path, tiny_config):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    result = train(TrainConfig(**FAST, tensorboard=True, eval_every=1), tmp_path, verbose=0)
+    result = train(tiny_config(tensorboard=True, eval_every=1), tmp_path, verbose=0)
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
     assert [e.value for e in events.Scalars("train/loss")] == pytest.approx([h["train_loss"] for h in result["history"]])
@@ -107,7 +114,7 @@ def test_tensorboard_scalars_are_the_history(tmp_path):
     assert events.Scalars("test/accuracy")[-1].value == pytest.approx(result["final"]["accuracy"])
 
 
-def test_tensorboard_missing_is_refused_before_any_work(tmp_path, monkeypatch):
+def test_tensorboard_missing_is_refused_before_any_work(tmp_path, monkeypatch, tiny_config):
     import builtins
 
     real_import = builtins.__import__
@@ -119,5 +126,5 @@ def test_tensorboard_missing_is_refused_before_any_work(tmp_path, monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", no_tensorboard)
     with pytest.raises(ValueError, match=r"tensorboard must be installed for tensorboard=True"):
-        train(TrainConfig(**FAST, tensorboard=True), tmp_path / "run", verbose=0)
+        train(tiny_config(tensorboard=True), tmp_path / "run", verbose=0)
     assert not (tmp_path / "run").exists()

@@ -5,10 +5,8 @@ import math
 import pytest
 import torch
 
-from longtail.train import SAMPLERS, TrainConfig, prepare_data, train
+from longtail.train import SAMPLERS, TrainConfig, train
 from longtail.train.samplers import class_probabilities, epoch_order, progressive_probabilities, shard_batches
-
-FAST = dict(dataset="synthetic", imbalance=10, n_max=60, epochs=2, batch_size=32, width=8, lr=0.05)
 
 # A long tail like Fashion-MNIST-LT at imbalance 100 (n_max 5000), scaled down to keep the test quick.
 COUNTS = torch.tensor([2000, 1200, 720, 430, 260, 155, 93, 56, 33, 20])
@@ -88,20 +86,15 @@ def test_ddp_shards_are_disjoint_and_cover_every_batch(world):
     assert [full for _, full in shards[0]] == [True, True, True, False][: len(shards[0])]
 
 
-@pytest.fixture(scope="module")
-def synthetic_data():
-    return prepare_data(TrainConfig(**FAST), torch.device("cpu"))
-
-
 @pytest.mark.parametrize("sampler", list(SAMPLERS))
-def test_two_epochs_with_every_sampler(sampler, synthetic_data, tmp_path):
-    result = train(TrainConfig(**FAST, sampler=sampler), tmp_path, verbose=0, data=synthetic_data)
+def test_two_epochs_with_every_sampler(sampler, synthetic_data, tmp_path, tiny_config):
+    result = train(tiny_config(sampler=sampler), tmp_path, verbose=0, data=synthetic_data)
     assert result["status"] == "complete" and result["config"]["sampler"] == sampler
     assert all(math.isfinite(h["train_loss"]) for h in result["history"])
 
 
-def test_a_run_stopped_mid_way_resumes_to_the_same_result(synthetic_data, tmp_path, interrupted):
-    config = TrainConfig(**{**FAST, "epochs": 3}, sampler="progressive")
+def test_a_run_stopped_mid_way_resumes_to_the_same_result(synthetic_data, tmp_path, interrupted, tiny_config):
+    config = tiny_config(epochs=3, sampler="progressive")
     full = train(config, tmp_path / "full", verbose=0, data=synthetic_data)
     interrupted(train, config, tmp_path / "part", verbose=0, data=synthetic_data, at=2)
     again = train(config, tmp_path / "part", resume=True, verbose=0, data=synthetic_data)

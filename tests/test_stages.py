@@ -1,5 +1,6 @@
 """Two-stage training: cRT, LWS, classifier fine-tuning with MaxNorm, post-hoc tau-norm and logit adjustment."""
 
+import functools
 import hashlib
 import json
 import shutil
@@ -13,10 +14,14 @@ from torch import nn
 from longtail.functional import class_log_prior, logit_adjust
 from longtail.io import load_checkpoint
 from longtail.models import PriorAdjusted, ScaledClassifier, TauNormalized
-from longtail.train import POSTHOC, STAGES, TrainConfig, train
+from longtail.train import POSTHOC, STAGES, train
 from longtail.train.stages import MaxNorm
 
-FAST = dict(dataset="synthetic", imbalance=10, n_max=60, epochs=2, batch_size=32, width=8, lr=0.05, val_per_class=5)
+
+@pytest.fixture(scope="module")
+def tiny_config(tiny_config):
+    """The tiny run with 5 validation images per class, for the stages and post-hoc methods that tune on them."""
+    return functools.partial(tiny_config, val_per_class=5)
 
 
 def _backbone(state):
@@ -24,15 +29,15 @@ def _backbone(state):
 
 
 @pytest.fixture(scope="module")
-def parent(tmp_path_factory):
+def parent(tmp_path_factory, tiny_config):
     folder = tmp_path_factory.mktemp("stage1")
-    result = train(TrainConfig(**FAST), folder, verbose=0)
+    result = train(tiny_config(), folder, verbose=0)
     return folder, result, load_checkpoint(folder / "checkpoint.pt")["model"]
 
 
-def _child(parent, tmp_path, **fields):
+def _child(parent, tmp_path, tiny_config, **fields):
     folder, _, _ = parent
-    config = TrainConfig(**{**FAST, "init_from": str(folder), **fields})
+    config = tiny_config(init_from=str(folder), **fields)
     result = train(config, tmp_path, verbose=0)
     return result, load_checkpoint(tmp_path / "checkpoint.pt")
 
@@ -75,9 +80,9 @@ def test_max_norm_by_hand():
 # --- the stages ----------------------------------------------------------------------------------
 
 
-def test_crt_retrains_a_new_classifier_on_the_frozen_backbone(parent, tmp_path):
+def test_crt_retrains_a_new_classifier_on_the_frozen_backbone(parent, tmp_path, tiny_config):
     folder, _, parent_model = parent
-    result, checkpoint = _child(parent, tmp_path, stage="crt")
+    result, checkpoint = _child(parent, tmp_path, tiny_config, stage="crt")
     assert result["status"] == "complete" and result["config"]["sampler"] == "class_balanced"
     digest = hashlib.sha256((folder / "checkpoint.pt").read_bytes()).hexdigest()
     assert result["parent"] == {**result["parent"], "path": str(folder.resolve()), "loss": "ce", "stage": "joint",
@@ -88,11 +93,11 @@ def test_crt_retrains_a_new_classifier_on_the_frozen_backbone(parent, tmp_path):
     assert not torch.allclose(model["fc.weight"], parent_model["fc.weight"])
 
 
-def test_lws_learns_only_the_per_class_scales(parent, tmp_path):
+def test_lws_learns_only_the_per_class_scales(parent, tmp_path, tiny_config):
     _, _, parent_model = parent
     # float32: under bfloat16 autocast the folded classifier (s * W, then rounded) and the LWS head (W x rounded, then
     # scaled by s) round differently, and one test image's prediction flipped (an Intel AMX CPU, one thread).
-    result, checkpoint = _child(parent, tmp_path, stage="lws", amp="off")
+    result, checkpoint = _child(parent, tmp_path, tiny_config, stage="lws", amp="off")
     model = checkpoint["model"]
     assert torch.equal(model["fc.classifier.weight"], parent_model["fc.weight"])
     assert torch.equal(model["fc.classifier.bias"], parent_model["fc.bias"])
@@ -100,15 +105,14 @@ def test_lws_learns_only_the_per_class_scales(parent, tmp_path):
     for key, value in _backbone(parent_model).items():
         assert torch.equal(model[key], value), key
     # A child of the LWS run sees its classifier with the scales folded in: evaluated as it is, the same result.
-    again = train(TrainConfig(**{**FAST, "init_from": str(tmp_path), "epochs": 0, "amp": "off"}), tmp_path / "eval",
-                  verbose=0)
+    again = train(tiny_config(init_from=str(tmp_path), epochs=0, amp="off"), tmp_path / "eval", verbose=0)
     assert again["final"]["per_class_accuracy"] == result["final"]["per_class_accuracy"]
 
 
-def test_weight_balancing_stage_two_keeps_every_class_inside_the_max_norm_ball(parent, tmp_path):
+def test_weight_balancing_stage_two_keeps_every_class_inside_the_max_norm_ball(parent, tmp_path, tiny_config):
     _, _, parent_model = parent
-    result, checkpoint = _child(parent, tmp_path, stage="classifier", loss="cb_softmax", weight_decay=0.1,
-                                max_norm=0.1)
+    result, checkpoint = _child(parent, tmp_path, tiny_config, stage="classifier", loss="cb_softmax",
+                                weight_decay=0.1, max_norm=0.1)
     norms = torch.linalg.vector_norm(parent_model["fc.weight"].double(), dim=1)
     delta = norms.min() + 0.1 * (norms.max() - norms.min())
     assert checkpoint["constraint"]["delta"].item() == pytest.approx(delta.item(), rel=1e-6)
@@ -119,20 +123,20 @@ def test_weight_balancing_stage_two_keeps_every_class_inside_the_max_norm_ball(p
         assert torch.equal(checkpoint["model"][key], value), key
 
 
-def test_evaluating_the_parent_with_zero_epochs_reproduces_its_result(parent, tmp_path):
+def test_evaluating_the_parent_with_zero_epochs_reproduces_its_result(parent, tmp_path, tiny_config):
     _, parent_result, _ = parent
-    result, checkpoint = _child(parent, tmp_path, epochs=0)
+    result, checkpoint = _child(parent, tmp_path, tiny_config, epochs=0)
     assert result["history"] == [] and result["status"] == "complete"
     assert result["final"]["per_class_accuracy"] == parent_result["final"]["per_class_accuracy"]
     assert checkpoint["epoch"] == -1  # the model is saved: later commands read it like any run's
-    assert train(TrainConfig(**{**FAST, "init_from": str(parent[0]), "epochs": 0}), tmp_path, resume=True,
+    assert train(tiny_config(init_from=str(parent[0]), epochs=0), tmp_path, resume=True,
                  verbose=0)["final"] == result["final"]
 
 
 @pytest.mark.parametrize("method", list(POSTHOC))
-def test_posthoc_tau_is_chosen_on_validation(parent, tmp_path, method):
+def test_posthoc_tau_is_chosen_on_validation(parent, tmp_path, method, tiny_config):
     _, parent_result, _ = parent
-    result, _ = _child(parent, tmp_path, epochs=0, posthoc=method)
+    result, _ = _child(parent, tmp_path, tiny_config, epochs=0, posthoc=method)
     posthoc = result["final"]["posthoc"]
     scores = posthoc["val_balanced_accuracy"]
     assert posthoc["grid"] == list(POSTHOC[method].grid) and len(scores) == len(posthoc["grid"])
@@ -142,11 +146,11 @@ def test_posthoc_tau_is_chosen_on_validation(parent, tmp_path, method):
         assert scores[0] == pytest.approx(parent_result["history"][-1]["val"]["balanced_accuracy"])
 
 
-def test_a_crt_run_resumes_to_the_same_result_without_its_parent(parent, tmp_path, interrupted):
+def test_a_crt_run_resumes_to_the_same_result_without_its_parent(parent, tmp_path, interrupted, tiny_config):
     folder, _, _ = parent
     copy = tmp_path / "parent"
     shutil.copytree(folder, copy, ignore=shutil.ignore_patterns(".lock"))
-    config = TrainConfig(**{**FAST, "epochs": 3, "init_from": str(copy), "stage": "crt"})
+    config = tiny_config(epochs=3, init_from=str(copy), stage="crt")
     full = train(config, tmp_path / "full", verbose=0)
     interrupted(train, config, tmp_path / "part", verbose=0, at=2)
     shutil.rmtree(copy)  # the checkpoint holds everything the resumed run needs, the parent's record included
@@ -158,27 +162,26 @@ def test_a_crt_run_resumes_to_the_same_result_without_its_parent(parent, tmp_pat
 # --- what is refused -----------------------------------------------------------------------------
 
 
-def test_parents_that_do_not_fit_are_refused(parent, tmp_path):
+def test_parents_that_do_not_fit_are_refused(parent, tmp_path, tiny_config):
     folder, _, _ = parent
     with pytest.raises(ValueError, match="init_from must be the folder of a finished run .*has no checkpoint.pt"):
-        train(TrainConfig(**FAST, init_from=str(tmp_path / "nothing"), stage="crt"), tmp_path / "a", verbose=0)
+        train(tiny_config(init_from=str(tmp_path / "nothing"), stage="crt"), tmp_path / "a", verbose=0)
     with pytest.raises(ValueError, match=r"same split and architecture.*imbalance: parent 10.0, this run 20.0; "
                                          r"width: parent 8, this run 16"):
-        train(TrainConfig(**{**FAST, "imbalance": 20, "width": 16}, init_from=str(folder), stage="crt"),
-              tmp_path / "b", verbose=0)
+        train(tiny_config(imbalance=20, width=16, init_from=str(folder), stage="crt"), tmp_path / "b", verbose=0)
     cosine = tmp_path / "ldam"
-    train(TrainConfig(**{**FAST, "epochs": 1}, loss="ldam"), cosine, verbose=0)
+    train(tiny_config(epochs=1, loss="ldam"), cosine, verbose=0)
     with pytest.raises(ValueError, match="cosine head"):
-        train(TrainConfig(**FAST, init_from=str(cosine), stage="classifier"), tmp_path / "c", verbose=0)
+        train(tiny_config(init_from=str(cosine), stage="classifier"), tmp_path / "c", verbose=0)
     # crt re-initialises the classifier: a linear head on the cosine run's backbone is fine.
-    assert train(TrainConfig(**FAST, init_from=str(cosine), stage="crt"), tmp_path / "d", verbose=0)["status"] == \
+    assert train(tiny_config(init_from=str(cosine), stage="crt"), tmp_path / "d", verbose=0)["status"] == \
         "complete"
 
 
-def test_an_unfinished_parent_is_refused(tmp_path, interrupted):
-    interrupted(train, TrainConfig(**FAST), tmp_path / "p", verbose=0, at=1)
+def test_an_unfinished_parent_is_refused(tmp_path, interrupted, tiny_config):
+    interrupted(train, tiny_config(), tmp_path / "p", verbose=0, at=1)
     with pytest.raises(ValueError, match="init_from must be a finished run; .*stopped after epoch 1 of 2"):
-        train(TrainConfig(**FAST, init_from=str(tmp_path / "p"), stage="crt"), tmp_path / "c", verbose=0)
+        train(tiny_config(init_from=str(tmp_path / "p"), stage="crt"), tmp_path / "c", verbose=0)
 
 
 @pytest.mark.parametrize("fields,message", [
@@ -193,11 +196,12 @@ def test_an_unfinished_parent_is_refused(tmp_path, interrupted):
     (dict(stage="two"), "stage must be one of 'joint', 'crt', 'lws', 'classifier'"),
     (dict(posthoc="temperature"), "posthoc must be one of 'none', 'tau_norm', 'logit_adjust'"),
 ])
-def test_combinations_that_mean_nothing_are_refused(fields, message):
+def test_combinations_that_mean_nothing_are_refused(fields, message, tiny_config):
     with pytest.raises(ValueError, match=message):
-        TrainConfig(**{**FAST, **fields})
+        tiny_config(**fields)
 
 
+@pytest.mark.slow
 def test_every_stage_is_in_the_help_and_the_cli_refuses_in_one_line():
     done = subprocess.run([sys.executable, "-m", "longtail", "train", "--help"], capture_output=True, text=True)
     for name in (*STAGES, *POSTHOC):
@@ -207,6 +211,7 @@ def test_every_stage_is_in_the_help_and_the_cli_refuses_in_one_line():
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "init_from must be" in done.stderr
 
 
+@pytest.mark.slow
 def test_the_cli_trains_a_second_stage(parent, tmp_path):
     folder, _, _ = parent
     out = tmp_path / "crt"
@@ -220,13 +225,13 @@ def test_the_cli_trains_a_second_stage(parent, tmp_path):
     assert "posthoc" in result["final"]
 
 
-def test_load_model_predicts_like_the_run_from_raw_pixels(parent, tmp_path):
+def test_load_model_predicts_like_the_run_from_raw_pixels(parent, tmp_path, tiny_config):
     """The checkpoint carries the normalisation, class names and post-hoc tau: raw uint8 pixels give the run's
     test predictions."""
     from longtail.data.registry import load_dataset
     from longtail.train import load_model, prepare_data
 
-    result, _ = _child(parent, tmp_path, epochs=0, posthoc="logit_adjust")
+    result, _ = _child(parent, tmp_path, tiny_config, epochs=0, posthoc="logit_adjust")
     trained = load_model(tmp_path)
     assert trained.classes == tuple(result["classes"]) and trained.posthoc["tau"] == result["final"]["posthoc"]["tau"]
     test = load_dataset("synthetic", None, train=False)
@@ -234,7 +239,7 @@ def test_load_model_predicts_like_the_run_from_raw_pixels(parent, tmp_path):
     per_class = [float((predicted[test.labels == c] == c).float().mean()) for c in range(10)]
     assert per_class == pytest.approx(result["final"]["per_class_accuracy"], abs=1e-6)
     # The trainer's normalised tensors give the same predictions as raw pixels through preprocess.
-    data = prepare_data(TrainConfig(**FAST), torch.device("cpu"))
+    data = prepare_data(tiny_config(), torch.device("cpu"))
     torch.testing.assert_close(trained.preprocess(test.images), data.test.images, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match=r"images must have shape \(N, 1, 16, 16\) or \(N, 16, 16\); got \(2, 3\)"):
         trained.predict(torch.zeros(2, 3, dtype=torch.uint8))

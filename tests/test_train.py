@@ -12,9 +12,7 @@ import pytest
 import torch
 
 from longtail.io import load_checkpoint
-from longtail.train import LOSSES, TrainConfig, augment_batch, learning_rate, prepare_data, train
-
-FAST = dict(dataset="synthetic", imbalance=10, n_max=60, epochs=2, batch_size=32, width=8, lr=0.05)
+from longtail.train import LOSSES, TrainConfig, augment_batch, learning_rate, train
 
 
 def test_learning_rate_warmup_then_cosine_and_step():
@@ -47,19 +45,14 @@ def test_augment_batch_is_a_shifted_crop_and_a_flip():
     assert torch.equal(augment_batch(images, pad=0, flip=False, generator=gen), images)
 
 
-@pytest.fixture(scope="module")
-def synthetic_data():
-    return prepare_data(TrainConfig(**FAST), torch.device("cpu"))
-
-
 @pytest.mark.parametrize("loss", list(LOSSES))
-def test_two_epochs_with_every_loss(loss, synthetic_data, tmp_path):
+def test_two_epochs_with_every_loss(loss, synthetic_data, tmp_path, tiny_config):
     extra = {"val_per_class": 0}
     data = synthetic_data
     if LOSSES[loss].needs_validation:
         extra = {"val_per_class": 10}
         data = None
-    config = TrainConfig(**FAST, loss=loss, gamma=1.0, **extra)
+    config = tiny_config(loss=loss, gamma=1.0, **extra)
     result = train(config, tmp_path, verbose=0, data=data)
     assert result["status"] == "complete"
     assert len(result["history"]) == 2
@@ -72,8 +65,8 @@ def test_two_epochs_with_every_loss(loss, synthetic_data, tmp_path):
         assert len(weights) == 10 and sum(weights) == pytest.approx(10.0, rel=1e-5)
 
 
-def test_deferred_reweighting_switches_weights_at_its_epoch(synthetic_data, tmp_path):
-    config = TrainConfig(**{**FAST, "epochs": 3}, loss="ce", drw_epoch=2)
+def test_deferred_reweighting_switches_weights_at_its_epoch(synthetic_data, tmp_path, tiny_config):
+    config = tiny_config(epochs=3, loss="ce", drw_epoch=2)
     train(config, tmp_path, verbose=0, data=synthetic_data)
     state = load_checkpoint(tmp_path / "checkpoint.pt")
     from longtail import class_balanced_weights
@@ -91,29 +84,30 @@ def test_prepared_data_moves_to_another_device_and_stays_where_it_is(synthetic_d
     assert moved.counts is synthetic_data.counts and moved.classes == synthetic_data.classes  # counts stay on the CPU
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss", ["ce", "cdb_stable"])
-def test_an_epoch_syncs_with_the_host_twice_whatever_its_number_of_steps(loss, synthetic_data):
+def test_an_epoch_syncs_with_the_host_twice_whatever_its_number_of_steps(loss, synthetic_data, tiny_config):
     # The loss's value checks run on the epoch's first batch only; the other sync is the epoch's mean loss. Each is a
     # stall of the GPU's queue on CUDA (on an H200, with one sync a step, the trainer ran at 0.76-0.80x a bare loop).
     from longtail.train import build_run, train_one_epoch
     from profiling import host_syncs
 
-    config = TrainConfig(**{**FAST, "batch_size": 8}, loss=loss, val_per_class=0 if loss == "ce" else 1, device="cpu")
+    config = tiny_config(batch_size=8, loss=loss, val_per_class=0 if loss == "ce" else 1, device="cpu")
     run = build_run(config, synthetic_data, torch.device("cpu"))
     assert len(synthetic_data.train) // 8 > 10
     assert host_syncs(lambda: train_one_epoch(run, 0)) == 2
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_data_prepared_on_the_cpu_trains_on_cuda(synthetic_data, tmp_path):
+def test_data_prepared_on_the_cpu_trains_on_cuda(synthetic_data, tmp_path, tiny_config):
     # Measured on an H200 before the move: the epoch's CUDA generator met CPU labels in randperm (a RuntimeError).
-    result = train(TrainConfig(**FAST, device="cuda"), tmp_path, verbose=0, data=synthetic_data)
+    result = train(tiny_config(device="cuda"), tmp_path, verbose=0, data=synthetic_data)
     assert result["status"] == "complete" and result["device"].startswith("cuda")
     assert synthetic_data.train.labels.device.type == "cpu"  # the caller's data is not moved under it
 
 
-def test_result_file_contents(synthetic_data, tmp_path):
-    result = train(TrainConfig(**FAST), tmp_path, verbose=0, data=synthetic_data)
+def test_result_file_contents(synthetic_data, tmp_path, tiny_config):
+    result = train(tiny_config(), tmp_path, verbose=0, data=synthetic_data)
     for key in ["longtail_version", "torch_version", "config", "train_counts", "history", "final", "train_seconds",
                 "eval_seconds", "wall_seconds", "device", "hardware"]:
         assert key in result
@@ -121,7 +115,7 @@ def test_result_file_contents(synthetic_data, tmp_path):
 
     assert result["hardware"]["native_bfloat16"] is cpu_has_native_bfloat16()
     assert result["hardware"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
-    ran_on = torch.device(result["device"])  # FAST's device="auto": CUDA where a GPU is present
+    ran_on = torch.device(result["device"])  # tiny_config's device="auto": CUDA where a GPU is present
     assert same_hardware(result["hardware"], hardware(ran_on))
     assert ("gpu" in result["hardware"]) is (ran_on.type == "cuda")
     assert not same_hardware(result["hardware"], {**result["hardware"], "native_bfloat16": not cpu_has_native_bfloat16()})
@@ -132,18 +126,18 @@ def test_result_file_contents(synthetic_data, tmp_path):
     assert result["train_seconds"] > 0 and result["eval_seconds"] > 0
 
 
-def test_same_seed_same_result_and_resume_of_a_finished_run(synthetic_data, tmp_path):
-    a = train(TrainConfig(**FAST), tmp_path / "a", verbose=0, data=synthetic_data)
-    b = train(TrainConfig(**FAST), tmp_path / "b", verbose=0, data=synthetic_data)
+def test_same_seed_same_result_and_resume_of_a_finished_run(synthetic_data, tmp_path, tiny_config):
+    a = train(tiny_config(), tmp_path / "a", verbose=0, data=synthetic_data)
+    b = train(tiny_config(), tmp_path / "b", verbose=0, data=synthetic_data)
     assert a["history"] == [dict(h) for h in b["history"]]
-    again = train(TrainConfig(**FAST), tmp_path / "a", resume=True, verbose=0, data=synthetic_data)
+    again = train(tiny_config(), tmp_path / "a", resume=True, verbose=0, data=synthetic_data)
     assert again["history"] == a["history"]
 
 
-def test_resume_refuses_a_different_configuration(synthetic_data, tmp_path):
-    train(TrainConfig(**{**FAST, "epochs": 1}), tmp_path, verbose=0, data=synthetic_data)
+def test_resume_refuses_a_different_configuration(synthetic_data, tmp_path, tiny_config):
+    train(tiny_config(epochs=1), tmp_path, verbose=0, data=synthetic_data)
     with pytest.raises(ValueError, match="cannot resume: the configuration differs .*lr: saved 0.05, now 0.1"):
-        train(TrainConfig(**{**FAST, "epochs": 1, "lr": 0.1}), tmp_path, resume=True, verbose=0, data=synthetic_data)
+        train(tiny_config(epochs=1, lr=0.1), tmp_path, resume=True, verbose=0, data=synthetic_data)
 
 
 def _cli(*args, **kwargs):
@@ -245,12 +239,13 @@ def test_ddp_train_loss_is_over_every_process_and_small_batches_are_refused(tmp_
         assert len(first) - len(second) in (0, 1)  # 16 and 16 for a full batch of 32
 
 
-def test_eval_every_evaluates_the_test_set_on_schedule_and_at_the_end(synthetic_data, tmp_path):
-    result = train(TrainConfig(**{**FAST, "epochs": 3}, eval_every=2), tmp_path, verbose=0, data=synthetic_data)
+def test_eval_every_evaluates_the_test_set_on_schedule_and_at_the_end(synthetic_data, tmp_path, tiny_config):
+    result = train(tiny_config(epochs=3, eval_every=2), tmp_path, verbose=0, data=synthetic_data)
     assert ["test" in h for h in result["history"]] == [False, True, True]
     assert result["final"]["accuracy"] == result["history"][-1]["test"]["accuracy"]
 
 
+@pytest.mark.slow
 def test_cifar_preset_runs_a_few_steps_on_a_cifar_folder(tmp_path):
     from data_helpers import make_cifar10
 
@@ -267,9 +262,9 @@ def test_cifar_preset_runs_a_few_steps_on_a_cifar_folder(tmp_path):
         preset_config(name)
 
 
-def test_amp_option_keeps_the_cpu_path_working(synthetic_data, tmp_path):
+def test_amp_option_keeps_the_cpu_path_working(synthetic_data, tmp_path, tiny_config):
     # bfloat16 autocast is meant for CUDA; on the CPU it must still train and give finite results.
-    result = train(TrainConfig(**{**FAST, "epochs": 1}, amp=True), tmp_path, verbose=0, data=synthetic_data)
+    result = train(tiny_config(epochs=1, amp=True), tmp_path, verbose=0, data=synthetic_data)
     assert math.isfinite(result["history"][0]["train_loss"]) and 0 <= result["final"]["accuracy"] <= 1
 
 
@@ -282,19 +277,19 @@ def test_download_option_reaches_the_fashion_mnist_loader(monkeypatch):
     assert calls == [("/somewhere", False, True)]
 
 
-def test_build_run_and_train_one_epoch_are_the_trainer(synthetic_data, tmp_path):
+def test_build_run_and_train_one_epoch_are_the_trainer(synthetic_data, tmp_path, tiny_config):
     # A user's own loop over build_run / train_one_epoch reproduces train() exactly.
-    from longtail.train import build_run, test_report, train_one_epoch
+    from longtail.train import build_run, final_report, train_one_epoch
 
-    config = TrainConfig(**FAST, loss="cb_focal", drw_epoch=None)
+    config = tiny_config(loss="cb_focal", drw_epoch=None)
     result = train(config, tmp_path, verbose=0, data=synthetic_data)
     run = build_run(config, synthetic_data)
     assert [train_one_epoch(run, epoch) for epoch in range(config.epochs)] == [h["train_loss"] for h in result["history"]]
-    assert test_report(run)["per_class_accuracy"] == result["final"]["per_class_accuracy"]
+    assert final_report(run)["per_class_accuracy"] == result["final"]["per_class_accuracy"]
 
 
-def test_deferred_reweighting_of_a_focal_loss_keeps_its_weight_with_the_loss(synthetic_data, tmp_path):
-    config = TrainConfig(**{**FAST, "epochs": 2}, loss="focal", drw_epoch=1)
+def test_deferred_reweighting_of_a_focal_loss_keeps_its_weight_with_the_loss(synthetic_data, tmp_path, tiny_config):
+    config = tiny_config(epochs=2, loss="focal", drw_epoch=1)
     result = train(config, tmp_path, verbose=0, data=synthetic_data)
     assert math.isfinite(result["history"][-1]["train_loss"])
     from longtail import class_balanced_weights
@@ -303,7 +298,8 @@ def test_deferred_reweighting_of_a_focal_loss_keeps_its_weight_with_the_loss(syn
     torch.testing.assert_close(state["criterion"]["weight"], class_balanced_weights(synthetic_data.counts, 0.9999))
 
 
-def test_compile_traces_one_graph_the_short_batch_and_evaluation_run_eagerly(tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_compile_traces_one_graph_the_short_batch_and_evaluation_run_eagerly(tmp_path, monkeypatch, tiny_config):
     # Each extra graph (the epoch's last, shorter batch; eval mode) cost a ~20 s recompile on the CPU.
     from torch._dynamo.utils import counters
 
@@ -311,7 +307,7 @@ def test_compile_traces_one_graph_the_short_batch_and_evaluation_run_eagerly(tmp
     monkeypatch.setattr(torch, "compile", lambda model: compile_(model, backend="eager"))
     torch._dynamo.reset()
     counters.clear()
-    config = TrainConfig(**{**FAST, "epochs": 2}, compile=True, val_per_class=5, eval_every=1)
+    config = tiny_config(epochs=2, compile=True, val_per_class=5, eval_every=1)
     result = train(config, tmp_path, verbose=0)
     assert sum(result["train_counts"]) % config.batch_size > 1  # there is a short last batch
     assert result["status"] == "complete" and math.isfinite(result["history"][-1]["train_loss"])

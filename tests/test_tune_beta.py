@@ -3,6 +3,7 @@ validation, the report and its file; the vectorised refit against separate ones.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 
@@ -13,7 +14,6 @@ from hypothesis import strategies as st
 
 import longtail
 from longtail.cli import main
-from longtail.train import TrainConfig
 from longtail.tune import (
     Candidate,
     HeadSettings,
@@ -29,10 +29,14 @@ from longtail.tune import (
     tune_beta,
 )
 
-FAST = dict(dataset="synthetic", imbalance=10, n_max=60, epochs=2, batch_size=32, width=8, val_per_class=5,
-            device="cpu")
 CLI_FAST = ["--dataset", "synthetic", "--imbalance", "10", "--n-max", "60", "--epochs", "2", "--batch-size", "32",
             "--width", "8", "--val-per-class", "5", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tiny_config):
+    """The tiny run as CLI_FAST gives it: 5 validation images per class (tune_beta chooses on them), on the CPU."""
+    return functools.partial(tiny_config, val_per_class=5, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +106,7 @@ def test_the_cli_prints_the_table_and_the_choice_and_writes_the_file(cli_run):
     assert result.per_class_beta["betas"][0] == pytest.approx([(n - 1) / n for n in n_c[0]])
 
 
-def test_an_existing_file_is_refused_without_overwrite_and_the_ce_run_is_reused(cli_run, capsys):
+def test_an_existing_file_is_refused_without_overwrite_and_the_ce_run_is_reused(cli_run, capsys, tiny_config):
     out, _ = cli_run
     before = (out / "tune_beta.json").read_text()
     with pytest.raises(SystemExit) as exit_info:
@@ -111,10 +115,10 @@ def test_an_existing_file_is_refused_without_overwrite_and_the_ce_run_is_reused(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "tune_beta.json" in err and "--overwrite" in err
     with pytest.raises(FileExistsError, match="overwrite=True"):
-        tune_beta(TrainConfig(**FAST), out_dir=out)
+        tune_beta(tiny_config(), out_dir=out)
     assert (out / "tune_beta.json").read_text() == before
     # With overwrite: the finished CE run is reused (not retrained), the file replaced.
-    result = tune_beta(TrainConfig(**FAST), out_dir=out, overwrite=True, head_epochs=2,
+    result = tune_beta(tiny_config(), out_dir=out, overwrite=True, head_epochs=2,
                        candidates=[("softmax", 0.99), ("focal", 0.999, 2.0)])
     assert result.per_class_beta is None  # the per-class candidates are opt-in
     assert result.cost["ce_run_reused"] is True
@@ -123,7 +127,7 @@ def test_an_existing_file_is_refused_without_overwrite_and_the_ce_run_is_reused(
     assert json.loads((out / "tune_beta.json").read_text()) == json.loads(json.dumps(result.to_dict()))
     # Another configuration's CE run is not reused silently.
     with pytest.raises(ValueError, match=r"out_dir must hold no CE run or one of this configuration; got .*seed"):
-        tune_beta(TrainConfig(**{**FAST, "seed": 1}), out_dir=out, overwrite=True, head_epochs=1)
+        tune_beta(tiny_config(seed=1), out_dir=out, overwrite=True, head_epochs=1)
 
 
 @pytest.mark.parametrize(
@@ -134,13 +138,13 @@ def test_an_existing_file_is_refused_without_overwrite_and_the_ce_run_is_reused(
         (dict(drw_epoch=1), r"config.drw_epoch must be None .*; got 1"),
     ],
 )
-def test_bad_configurations_are_refused_before_any_work(fields, match):
+def test_bad_configurations_are_refused_before_any_work(fields, match, tiny_config):
     with pytest.raises(ValueError, match=match):
-        tune_beta(TrainConfig(**{**FAST, **fields}))
+        tune_beta(tiny_config(**fields))
 
 
-def test_bad_candidates_and_settings_are_refused():
-    config = TrainConfig(**FAST)
+def test_bad_candidates_and_settings_are_refused(tiny_config):
+    config = tiny_config()
     with pytest.raises(ValueError, match=r"gamma is used only with loss='focal' or 'softmax_focal'"):
         tune_beta(config, candidates=[("softmax", 0.9, 1.0)])
     with pytest.raises(ValueError, match=r"beta must be in \[0, 1\]; got 1.5"):

@@ -180,6 +180,7 @@ COUNT = st.one_of(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::longtail.BetaRangeWarning")  # any beta, on purpose
 @settings(max_examples=300, deadline=None)
 @given(counts=st.lists(COUNT, min_size=1, max_size=8), beta=st.floats(0.0, 1.0))
@@ -320,3 +321,11 @@ def test_weights_command_prints_the_range_for_each_beta_outside_it(capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert [line.split()[3] for line in lines] == ["0.9", "0.9999"]
     assert "nearly uniform" in lines[0] and "still interpolate (largest / smallest weight 78.89" in lines[1]
+
+
+def test_weights_whose_sum_overflows_float64_still_sum_to_the_classes():
+    # Four counts at the smallest normal float64 and beta 1: each weight 1/n = 4.5e307 is finite but their sum is
+    # not, and the plain rescaling gave weights of 0 (found by the property test below, 2026-12-08).
+    counts = [2.2250738585072014e-308] * 4
+    w = class_balanced_weights(counts, 1.0, zero_counts="ignore", dtype=torch.float64)
+    assert w.tolist() == [1.0, 1.0, 1.0, 1.0]

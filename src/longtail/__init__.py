@@ -8,8 +8,8 @@ Sinha et al. (ACCV 2020), and the peers users compare them with, as functions
 from . import functional
 from .bias_init import init_prior_bias
 from .checks import value_checks
-from .cdb import ClassDifficulty, TrainingDifficultyEMA, cdb_weights, dynamic_tau
 from .counts import class_counts
+from .difficulty import ClassDifficulty, TrainingDifficultyEMA
 from .drw import DeferredReweighting
 from .functional.logit_adjusted import class_log_prior, logit_adjust
 from .losses import (
@@ -22,7 +22,15 @@ from .losses import (
     SigmoidFocalLoss,
     StableCDBLoss,
 )
-from .weights import BetaRangeWarning, beta_range, beta_regime, class_balanced_weights, effective_number
+from .weights import (
+    BetaRangeWarning,
+    beta_range,
+    beta_regime,
+    cdb_weights,
+    class_balanced_weights,
+    dynamic_tau,
+    effective_number,
+)
 
 __version__ = "0.1.0"
 
@@ -60,27 +68,34 @@ __all__ = [
 # (PEP 562), so `import longtail` stays cheap and `longtail.train.train(...)` still works after it.
 _SUBMODULES = (
     "bias_init",
-    "cdb",
     "checks",
     "cli",
     "cli_runs",
     "cli_tune",
     "confusion",
+    "confusion_metrics",
     "counts",
     "data",
     "demo",
+    "difficulty",
     "drw",
-    "effective",
     "functional",
+    "head_refit",
     "integrations",
     "io",
+    "loss_families",
     "losses",
     "metrics",
     "models",
+    "plugins",
+    "predict",
+    "prototypes",
+    "run_plots",
     "runs",
     "sklearn",
     "train",
     "tune",
+    "tune_candidates",
     "weights",
 )
 

@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import math
 import numbers
-import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from .loss_families import FOCAL_LOSSES, SIGMOID_LOSSES, SOFTMAX_LOSSES
 
 REDUCTIONS = ("mean", "weighted_mean", "sum", "none")
 
@@ -462,10 +463,7 @@ def as_class_accuracy(values: Any, *, allow_missing: bool, num_classes: int | No
     return acc
 
 
-# --- appended: focal gamma per loss, seeds ---------------------------------------------------------
-
-
-FOCAL_LOSSES = ("focal", "softmax_focal")
+# --- scalars that depend on the loss family, seeds --------------------------------------------------
 
 
 def check_focal_gamma(gamma: Any, loss: str, focal_losses: Sequence[str] = FOCAL_LOSSES) -> float:
@@ -497,23 +495,8 @@ def check_seed(value: Any, name: str = "seed", *, high: int = MAX_SEED) -> int:
     return seed
 
 
-# --- appended: the training harness (device names, batch per process, output folder) -----------------------
-
-
-_DEVICE_NAME = re.compile(r"(auto|cpu|(?:cuda|mps)(?::[0-9]+)?)")
-DEVICE_NAMES = "'auto', 'cpu', 'cuda', 'cuda:N' (N a GPU index), 'mps' or 'mps:0'"
-
-
-def check_device_name(name: str, value: Any) -> str:
-    """A device name as the trainer takes it: ``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps`` or ``mps:N``.
-
-    The syntax only: whether this machine has that device is :func:`longtail.train.device.resolve_device`'s
-    question (a configuration saved on a GPU machine must still load on a CPU one). ``torch.device("cuda:abc")``
-    raises ``RuntimeError: Invalid device string``; this names the argument and the accepted forms instead.
-    """
-    if not isinstance(value, str) or _DEVICE_NAME.fullmatch(value) is None:
-        raise ValueError(f"{name} must be {DEVICE_NAMES}; got {value!r}")
-    return value
+# --- the training harness: batch per process, output folder ------------------------------------------------
+# (The training configuration's field checks, device names included, are beside it: longtail.train.checks.)
 
 
 def check_batch_per_process(batch_size: Any, world_size: int, name: str = "batch_size") -> int:
@@ -548,11 +531,21 @@ def check_output_folder(path: Any, name: str = "out_dir") -> Path:
     return folder
 
 
-# --- appended: label smoothing, per-sample weights, pos_weight -------------------------------------------
+def check_registration(registry: Mapping[str, Any], kind: str, name: Any, spec: Any, spec_type: type,
+                       replace: bool) -> str:
+    """A new entry ``name -> spec`` of a registry of ``kind`` (``"loss"``, ``"dataset"``, ``"model"``): an
+    identifier-like name (it is a command-line value and part of run folder names), a spec of the registry's
+    ``spec_type``, and no silent replacement of a registered name (``replace=True`` asks for one)."""
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"name must be an identifier-like string; got {name!r}")
+    if not isinstance(spec, spec_type):
+        raise TypeError(f"spec must be a {spec_type.__name__}; got {type(spec).__name__}")
+    if name in registry and not replace:
+        raise ValueError(f"{kind} {name!r} is already registered; pass replace=True to replace it")
+    return name
 
 
-SOFTMAX_LOSSES = ("softmax", "softmax_focal")
-SIGMOID_LOSSES = ("sigmoid", "focal")
+# --- the losses' options: label smoothing, per-sample weights, pos_weight ----------------------------------
 
 
 def check_label_smoothing(value: Any, loss: str | None = None, softmax_losses: Sequence[str] = SOFTMAX_LOSSES) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import os
 import sys
 import types
@@ -45,30 +46,50 @@ def _float_list(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers; got {text!r}") from None
 
 
-def _add_config_arguments(parser: argparse.ArgumentParser, defaults: dict[str, Any] | None = None) -> None:
-    """One option per TrainConfig field, with the help, type and choices declared beside the field."""
+@functools.cache
+def _config_types() -> dict[str, Any]:
+    """TrainConfig's field types (its annotations are strings, PEP 563: resolved once)."""
     from .train.config import TrainConfig
 
-    hints = typing.get_type_hints(TrainConfig)  # the annotations are strings (PEP 563): resolve them
+    return typing.get_type_hints(TrainConfig)
+
+
+def _field_option(parser: argparse.ArgumentParser, name: str, default: Any = dataclasses.MISSING,
+                  prefix: str = "") -> None:
+    """``--<name>`` for the TrainConfig field ``name``: the help, type, choices and default declared beside the field
+    (``default`` replaces the declared one where a preset or a config file gives another; ``prefix`` starts the help
+    where a command uses the field for one purpose, e.g. ``"with --dataset: "``)."""
+    from .train.config import TrainConfig
+
+    f = next(f for f in dataclasses.fields(TrainConfig) if f.name == name)
+    if default is dataclasses.MISSING:
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+    flag = "--" + f.name.replace("_", "-")
+    kind = _base_type(_config_types()[f.name])
+    help_text = prefix + f.metadata["help"]
+    if f.metadata["choices"] is not None:
+        help_text += ": " + ", ".join(f.metadata["choices"]())
+    if kind is bool:
+        parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+        return
+    if f.name == "milestones":
+        kind = _int_list
+    elif f.name == "class_betas":
+        kind = _float_list
+    elif kind not in (int, float, str):  # a union such as CDB's tau (number or "dynamic"): the field parses it
+        kind = str
+    # A field whose help says what its default means ("default: all it has") shows no "(default: None)" too.
+    shown = "" if default is None or "default" in help_text else f" (default: {default})"
+    parser.add_argument(flag, type=kind, default=default, help=help_text + shown)
+
+
+def _add_config_arguments(parser: argparse.ArgumentParser, defaults: dict[str, Any] | None = None) -> None:
+    """One option per TrainConfig field (:func:`_field_option`), ``defaults`` (a preset's, a config file's) over the
+    declared ones."""
+    from .train.config import TrainConfig
+
     for f in dataclasses.fields(TrainConfig):
-        default = (defaults or {}).get(f.name, f.default if f.default is not dataclasses.MISSING else f.default_factory())  # type: ignore[misc]
-        flag = "--" + f.name.replace("_", "-")
-        kind = _base_type(hints[f.name])
-        help_text = f.metadata["help"]
-        if f.metadata["choices"] is not None:
-            help_text += ": " + ", ".join(f.metadata["choices"]())
-        if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
-            continue
-        if f.name == "milestones":
-            kind = _int_list
-        elif f.name == "class_betas":
-            kind = _float_list
-        elif kind not in (int, float, str):  # a union such as CDB's tau (number or "dynamic"): the field parses it
-            kind = str
-        # A field whose help says what its default means ("default: all it has") shows no "(default: None)" too.
-        shown = "" if default is None or "default" in help_text else f" (default: {default})"
-        parser.add_argument(flag, type=kind, default=default, help=help_text + shown)
+        _field_option(parser, f.name, (defaults or {}).get(f.name, dataclasses.MISSING))
     # Removed in 0.2 (one meaning per field): refused by TrainConfig with a message that names the new flags.
     parser.add_argument("--tau", default=None, help=argparse.SUPPRESS)
 
@@ -113,13 +134,17 @@ def _preset_names() -> list[str]:
 
 
 def _registry_lists() -> str:
-    """The epilog of ``longtail train --help``: every registry's names with their one-line summaries."""
+    """The epilog of ``longtail train --help``: every registry's names with their one-line summaries (a plugin's
+    included: plugins are loaded before the parser is built)."""
+    from .data.registry import DATASETS
+    from .models.registry import MODELS
     from .train.losses import LOSSES
     from .train.posthoc import POSTHOC
     from .train.samplers import SAMPLERS
     from .train.stages import STAGES
 
-    sections = [("losses (--loss)", LOSSES), ("stages (--stage)", STAGES), ("samplers (--sampler)", SAMPLERS),
+    sections = [("datasets (--dataset)", DATASETS), ("models (--model)", MODELS), ("losses (--loss)", LOSSES),
+                ("stages (--stage)", STAGES), ("samplers (--sampler)", SAMPLERS),
                 ("post-hoc adjustments (--posthoc)", POSTHOC)]
     return "\n\n".join(title + ":\n" + "\n".join(f"  {name:<18} {spec.describe()}" for name, spec in registry.items())
                        for title, registry in sections)
@@ -177,13 +202,8 @@ def build_parser(train_defaults: dict[str, Any] | None = None) -> argparse.Argum
                          help="a class with count 0: 'error' refuses it, 'ignore' gives it weight 0 (default: error)")
     weights.add_argument("--tau", default="dynamic", help="CDB tau with --accuracy: a positive number or 'dynamic' "
                          "(the paper's; default: dynamic)")
-    weights.add_argument("--imbalance", type=float, default=100.0, help="with --dataset: imbalance factor n_max / n_min "
-                         "of the long-tailed draw (default: 100)")
-    weights.add_argument("--profile", default="exp", help="with --dataset: long-tail profile, exp or step (default: exp)")
-    weights.add_argument("--n-max", type=int, default=None, help="with --dataset: images kept by the head class "
-                         "(default: all it has)")
-    weights.add_argument("--data-dir", default=None, help="with --dataset: folder with the dataset files (default: "
-                         "$LONGTAIL_DATA, then Debian's /usr/share/datasets/fashion-mnist)")
+    for name in ("imbalance", "profile", "n_max", "data_dir"):
+        _field_option(weights, name, prefix="with --dataset: ")
 
     demo = commands.add_parser(
         "demo",
@@ -191,35 +211,32 @@ def build_parser(train_defaults: dict[str, Any] | None = None) -> argparse.Argum
         description="Trains softmax cross-entropy and the class-balanced softmax loss on Fashion-MNIST-LT, prints "
         "a side-by-side table (overall, many/medium/few-shot, per class) and writes a per-class plot.",
     )
-    demo.add_argument("--dataset", default="fashion_mnist", help="default fashion_mnist; one of " + _dataset_names())
-    demo.add_argument("--n-max", type=int, default=None, help="images of the head class (default: all it has)")
+    for name in ("dataset", "n_max", "imbalance", "seed", "data_dir", "download", "device"):
+        _field_option(demo, name)
     demo.add_argument("--epochs", type=int, default=20, help="training epochs of each of the two runs, on the fmnist-lt "
                       "preset's recipe otherwise (default: 20, a quarter of the preset's)")
-    demo.add_argument("--imbalance", type=float, default=100.0, help="imbalance factor n_max / n_min of the "
-                      "long-tailed training set (default: 100)")
     demo.add_argument("--beta", type=float, default=0.9999, help="beta of the class-balanced run (default: 0.9999)")
-    demo.add_argument("--seed", type=int, default=0, help="seed of the long-tailed draw, the initialisation and the "
-                      "data order (default: 0)")
-    demo.add_argument("--data-dir", default=None, help="folder with the dataset files (default: $LONGTAIL_DATA, then "
-                      "Debian's /usr/share/datasets/fashion-mnist)")
-    demo.add_argument("--download", action="store_true", help="download Fashion-MNIST when it is not found")
-    demo.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     demo.add_argument("--out", type=Path, default=Path("runs/demo"),
                       help="parent folder: each configuration gets its own subfolder, which a rerun of the same "
                       "configuration reuses (default: runs/demo)")
     demo.add_argument("--overwrite", action="store_true", help="train again even where this configuration's runs "
                       "are already there")
-    demo.add_argument("--many-threshold", type=float, default=None, help="many-shot: more training images than this "
-                      "(default: 0.2 x the head class's count, as train)")
-    demo.add_argument("--few-threshold", type=float, default=None, help="few-shot: fewer training images than this "
-                      "(default: 0.04 x the head class's count, as train)")
+    _field_option(demo, "many_threshold")
+    _field_option(demo, "few_threshold")
     demo.add_argument("--quiet", action="store_true", help="one line per epoch, no progress bars")
     from .cli_runs import add_run_commands
 
-    add_run_commands(commands)  # report, evaluate, predict
+    add_run_commands(commands, _field_option)  # report, evaluate, predict
     from .cli_tune import add_tune_command
 
     add_tune_command(commands, _add_config_arguments, _config_from, train_defaults)  # tune-beta
+    from .plugins import PLUGIN_ENV, PLUGIN_GROUP
+
+    for command in commands.choices.values():  # read before the parser is built (_load_plugins); here for --help
+        command.add_argument("--plugin", action="append", default=[], metavar="FILE_OR_MODULE",
+                             help=f"import this .py file or module first (repeatable; also ${PLUGIN_ENV}, "
+                             f"{os.pathsep}-separated, and the entry points of group {PLUGIN_GROUP!r}): its "
+                             "register_loss / register_dataset / register_model calls add to the lists here")
     return parser
 
 
@@ -256,7 +273,7 @@ def _cmd_weights(args: argparse.Namespace) -> int:
     )
 
     if args.accuracy is not None:
-        from .cdb import cdb_weights, dynamic_tau
+        from .weights import cdb_weights, dynamic_tau
         from .checks import DYNAMIC, check_tau
 
         accuracy = torch.tensor(args.accuracy, dtype=torch.float64)
@@ -271,11 +288,10 @@ def _cmd_weights(args: argparse.Namespace) -> int:
     if args.counts is not None:
         counts = torch.tensor(args.counts, dtype=torch.float64)
     else:
-        from .data.registry import load_dataset
-        from .data.subsample import long_tailed_indices
+        from .data.registry import load_dataset, training_split
 
         labels = load_dataset(args.dataset, args.data_dir, train=True).labels
-        counts = long_tailed_indices(labels, args.imbalance, args.profile, n_max=args.n_max).counts.double()
+        counts = training_split(args.dataset, labels, args.imbalance, args.profile, n_max=args.n_max).counts.double()
     if not args.beta:  # --beta "" parses to an empty list
         raise CliError("beta must be one or more comma-separated numbers in [0, 1]; got an empty list")
     header = f"{'class':>5} {'count':>8}" + "".join(f" {'w(' + format(b, 'g') + ')':>11}" for b in args.beta)
@@ -310,6 +326,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def _load_plugins(argv: Sequence[str] | None) -> None:
+    """Imports the plugins (:func:`longtail.plugins.load_plugins`: installed ones, ``$LONGTAIL_PLUGINS``, then every
+    ``--plugin`` of ``argv``) before the parser is built, so their names are in ``--help`` and accepted."""
+    from .plugins import PluginError, load_plugins
+
+    pre = _Parser(prog="longtail", add_help=False)  # a --plugin without its value: one line, exit 2
+    pre.add_argument("--plugin", action="append", default=[])
+    try:
+        load_plugins(pre.parse_known_args(argv)[0].plugin)
+    except PluginError as exc:
+        raise CliError(str(exc)) from None
+
+
 def _train_defaults(argv: Sequence[str] | None) -> dict[str, Any] | None:
     """The values of ``--preset NAME``, then of ``--config FILE`` over them: they become the defaults, which
     explicit options override (defaults < preset < config file < options)."""
@@ -336,6 +365,11 @@ def _train_defaults(argv: Sequence[str] | None) -> dict[str, Any] | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        _load_plugins(argv)
+    except CliError as exc:
+        sys.stderr.write(f"longtail: error: {exc}\n")
+        return 2
     try:
         parser = build_parser(_train_defaults(argv))
     except CliError as exc:

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 
-
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -35,8 +34,10 @@ def _formats(text: str) -> list[str]:
     return names
 
 
-def add_run_commands(commands: Any) -> None:
-    """Adds ``report``, ``evaluate`` and ``predict`` to ``commands`` (the subparsers of ``longtail``)."""
+def add_run_commands(commands: Any, field_option: Callable[..., None]) -> None:
+    """Adds ``report``, ``evaluate`` and ``predict`` to ``commands`` (the subparsers of ``longtail``);
+    ``field_option(parser, name, prefix=...)`` adds the option of a training configuration field as ``longtail train``
+    declares it (``--data-dir``, ``--device``: one default and one help each)."""
     report = commands.add_parser(
         "report",
         help="compare runs: one table (Markdown, CSV) and plots over run folders",
@@ -64,8 +65,8 @@ def add_run_commands(commands: Any) -> None:
     )
     evaluate.add_argument("run", metavar="RUN_DIR", type=Path, help="a run folder, or its checkpoint.pt")
     evaluate.add_argument("--split", choices=("test", "val"), default="test", help="default: test")
-    evaluate.add_argument("--data-dir", default=None, help="folder with the dataset files, in place of the run's")
-    evaluate.add_argument("--device", default="cpu", help="auto, cpu, cuda, cuda:N or mps (default: cpu)")
+    field_option(evaluate, "data_dir", prefix="in place of the run's: ")
+    field_option(evaluate, "device")
     evaluate.add_argument("--json", type=Path, default=None, metavar="FILE",
                           help="write the full report (per class, confusion matrix) to FILE as JSON")
     evaluate.add_argument("--overwrite", action="store_true", help="replace --json's file if it exists")
@@ -83,7 +84,7 @@ def add_run_commands(commands: Any) -> None:
     predict.add_argument("--out", type=Path, default=None, metavar="FILE.csv", help="CSV file (default: stdout)")
     predict.add_argument("--overwrite", action="store_true", help="replace --out's file if it exists")
     predict.add_argument("--batch-size", type=_positive_int, default=1024, metavar="N", help="default: 1024")
-    predict.add_argument("--device", default="cpu", help="auto, cpu, cuda, cuda:N or mps (default: cpu)")
+    field_option(predict, "device")
 
 
 def _warn(command: str) -> Callable[[str], None]:
@@ -107,13 +108,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
-
-
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .io import write_json
     from .runs import check_new_files, evaluate_run
+    from .runs import format_metric as _fmt
 
     if args.json is not None:
         check_new_files([args.json], args.overwrite, "--json", "--overwrite")  # before the work

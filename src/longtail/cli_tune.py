@@ -30,7 +30,7 @@ def add_tune_command(
     """Adds ``tune-beta`` to ``commands`` (the subparsers of ``longtail``): the train command's configuration
     options (``add_config_arguments``, with ``train_defaults`` from ``--preset`` / ``--config``), turned into a
     configuration by ``config_from``, plus the tuning's own options."""
-    from .tune import HeadSettings
+    from .head_refit import HeadSettings
 
     tune = commands.add_parser(
         "tune-beta",

@@ -15,14 +15,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .io import write_bytes
+from .run_plots import matplotlib_available
+from .run_plots import plot_per_class as per_class_png
+from .runs import RunRecord, format_metric
 from .train import TrainConfig, train
 from .train.presets import preset_config
 
 DEMO_LOSSES = {"ce": "softmax CE", "cb_softmax": "class-balanced softmax"}
-
-
-def _fmt(value: float | None) -> str:
-    return "    -" if value is None else f"{100 * value:5.1f}"
 
 
 def comparison_table(results: dict[str, dict[str, Any]]) -> str:
@@ -33,7 +33,7 @@ def comparison_table(results: dict[str, dict[str, Any]]) -> str:
     lines = [header, "-" * len(header)]
 
     def row(label: str, values: list[float | None]) -> None:
-        lines.append(f"{label:<24}" + "".join(f"{_fmt(v):>24}" for v in values))
+        lines.append(f"{label:<24}" + "".join(f"{format_metric(v, percent=True):>24}" for v in values))
 
     row("accuracy (balanced test)", [results[n]["final"]["accuracy"] for n in names])
     row("macro F1", [results[n]["final"]["macro_f1"] for n in names])
@@ -51,39 +51,16 @@ def comparison_table(results: dict[str, dict[str, Any]]) -> str:
 
 
 def plot_per_class(results: dict[str, dict[str, Any]], path: Path) -> Path | None:
-    """Per-class test accuracy of each loss, classes sorted head to tail; None without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    """Per-class test accuracy of each loss, classes sorted head to tail (the report's plot,
+    :func:`longtail.run_plots.plot_per_class`), written to ``path``; None without matplotlib."""
+    if not matplotlib_available():
         return None
-    names = list(results)
-    first = results[names[0]]
-    counts = first["train_counts"]
-    order = sorted(range(len(counts)), key=lambda c: -counts[c])
-    width = 0.8 / len(names)
-    fig, ax = plt.subplots(figsize=(10, 4.8))
-    for k, name in enumerate(names):
-        acc = [100 * (results[name]["final"]["per_class_accuracy"][c] or 0.0) for c in order]
-        label = f"{DEMO_LOSSES.get(name, name)} (balanced acc {100 * results[name]['final']['accuracy']:.1f}%)"
-        ax.bar([i + (k - (len(names) - 1) / 2) * width for i in range(len(order))], acc, width, label=label)
-    ax.set_xticks(range(len(order)))
-    ax.set_xticklabels([f"{first['classes'][c]}\n{counts[c]}" for c in order], fontsize=8)
-    ax.set_xlabel("class (training images), head to tail")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_ylim(0, 100)
-    cfg = first["config"]
-    ax.set_title(f"{cfg['dataset']}-LT, imbalance {cfg['imbalance']:g}, {cfg['epochs']} epochs, seed {cfg['seed']}",
-                 pad=26)
-    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(names), frameon=False)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
+    records = [RunRecord(path.parent / name, f"{DEMO_LOSSES.get(name, name)} (balanced acc "
+                         f"{100 * result['final']['accuracy']:.1f}%)", result) for name, result in results.items()]
+    cfg = next(iter(results.values()))["config"]
+    title = f"{cfg['dataset']}-LT, imbalance {cfg['imbalance']:g}, {cfg['epochs']} epochs, seed {cfg['seed']}"
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return write_bytes(path, per_class_png(records, title))
 
 
 def configuration_folder(configs: list[TrainConfig]) -> str:

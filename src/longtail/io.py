@@ -52,7 +52,9 @@ __all__ = [
     "write_text",
 ]
 
-#: The keys every checkpoint written by :func:`longtail.train.train` holds (checked by :func:`load_checkpoint`).
+#: The keys every checkpoint written by :func:`longtail.train.train` holds (checked by :func:`load_checkpoint`). The
+#: run folder's module :mod:`longtail.train.run_folder`, which writes them, re-exports it; it is defined here because
+#: it is :func:`load_checkpoint`'s default and this module cannot import the ``train`` package (which imports it).
 TRAINER_CHECKPOINT_KEYS: tuple[str, ...] = (
     "epoch",
     "config",

@@ -28,47 +28,57 @@ full trainings. :func:`tune_beta` trains once instead:
 
 The test split's balanced accuracy and NLL of every refit are reported beside them, never used for the choice. With
 ``per_class_beta`` the search adds candidates whose betas are estimated per class from covering numbers of the
-features (:mod:`longtail.effective`), one per radius of :func:`longtail.effective.radius_grid`, each refit with the
+features (:mod:`longtail.prototypes`), one per radius of :func:`longtail.prototypes.radius_grid`, each refit with the
 class-balanced softmax loss. The unweighted softmax refit (beta 0) and inverse frequency (beta 1) are reported as
 references, not candidates. ``docs/beta_from_data.md`` has a measured run and what it does and does not show.
+
+The candidates and the rule that chooses are :mod:`longtail.tune_candidates`; the features and the head refit,
+:mod:`longtail.head_refit`; this module runs the steps and reports (:class:`TuneResult`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import math
 import os
 import tempfile
 import time
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .checks import as_counts, check_beta, check_choice, check_focal_gamma, check_int, check_real, check_seed
-from .effective import estimate_prototypes, per_class_betas, per_class_weights, radius_grid
-from .functional.class_balanced import class_balanced_loss
-from .weights import _class_balanced_weights, _regime
+from .checks import as_counts, check_output_folder, check_real
+from .prototypes import estimate_prototypes, per_class_betas, radius_grid
+# The candidates and the rule live in longtail.tune_candidates, the head refit in longtail.head_refit; their names
+# (CANDIDATE_LOSSES, PRIOR_BIAS_LOSSES and TEMPERATURES included) stay importable from here, their first home.
+from .head_refit import (
+    TEMPERATURES,
+    HeadSettings,
+    _one_cpu_thread,
+    balanced_accuracy,
+    calibrated_balanced_nll,
+    extract_features,
+    refit_heads,
+)
+from .tune_candidates import (
+    CANDIDATE_LOSSES,
+    PAPER_BETAS,
+    PAPER_GAMMAS,
+    PAPER_LOSSES,
+    PRIOR_BIAS_LOSSES,
+    SELECTION_RULE,
+    TIE_TOLERANCE,
+    Candidate,
+    as_candidate,
+    choose,
+    choose_row,
+    paper_grid,
+)
 
-PAPER_LOSSES = ("softmax", "sigmoid", "focal")
-PAPER_BETAS = (0.9, 0.99, 0.999, 0.9999)
-PAPER_GAMMAS = (0.5, 1.0, 2.0)
-CANDIDATE_LOSSES = ("softmax", "sigmoid", "focal", "softmax_focal")
-PRIOR_BIAS_LOSSES = ("sigmoid", "focal")
 RESULT_FILE = "tune_beta.json"
 CE_FOLDER = "ce"
-TIE_TOLERANCE = 1e-9
-# log2-spaced from 1/16 to 16 (49 points): the temperatures of calibrated_balanced_nll.
-TEMPERATURES = tuple(2.0 ** (k / 6) for k in range(-24, 25))
-# Saved in every tune_beta.json ("order"); the benchmark reruns a file whose rule differs: change it only with the
-# rule.
-SELECTION_RULE = ("the best validation balanced accuracy; ties (within 1e-9) to the lowest temperature-calibrated "
-                  "balanced validation NLL, then to the earlier candidate in the paper grid order (softmax, sigmoid "
-                  "for beta ascending; focal for beta ascending, gamma ascending within), then per-class betas by "
-                  "radius ascending")
 
 __all__ = [
     "CE_FOLDER",
@@ -94,289 +104,11 @@ __all__ = [
 ]
 
 
-def paper_grid() -> list[tuple[str, float, float]]:
-    """The paper's grid as ``(loss, beta, gamma)`` in the fixed order that breaks the ties left after the calibrated
-    NLL: softmax then sigmoid for each beta ascending (gamma 0), then focal for each beta ascending and, within it,
-    gamma ascending (20)."""
-    grid = [(loss, beta, 0.0) for loss in ("softmax", "sigmoid") for beta in PAPER_BETAS]
-    return grid + [("focal", beta, gamma) for beta in PAPER_BETAS for gamma in PAPER_GAMMAS]
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One refit: a class-balanced ``loss`` with one ``beta`` for every class, or per-class ``betas``
-    (``beta`` None; found at covering ``radius``). ``kind``: ``"grid"``, ``"per_class_beta"`` or ``"reference"``
-    (reported, never chosen)."""
-
-    loss: str
-    beta: float | None
-    gamma: float = 0.0
-    betas: tuple[float, ...] | None = None
-    radius: float | None = None
-    kind: str = "grid"
-
-    @property
-    def label(self) -> str:
-        beta = f"beta {self.beta:g}" if self.beta is not None else f"per-class beta (r={self.radius:.4g})"
-        return f"{self.loss} {beta}" + (f" gamma {self.gamma:g}" if self.loss in ("focal", "softmax_focal") else "")
-
-    def weights(self, counts: torch.Tensor) -> torch.Tensor:
-        """The float32 class weights ``(C,)`` of this candidate for the training ``counts`` (no warning: the grid is
-        meant to span every regime)."""
-        if self.beta is None:
-            return per_class_weights(counts, list(self.betas or ()))
-        return _class_balanced_weights(as_counts(counts), self.beta, normalize=True, zero_counts="error").float()
-
-    def regime(self, counts: torch.Tensor) -> str:
-        """What the weights are for these counts (:func:`longtail.beta_regime`); ``"per_class"`` for per-class betas."""
-        if self.beta is None:
-            return "per_class"
-        n = as_counts(counts)
-        return _regime(n, self.beta, _class_balanced_weights(n, self.beta, normalize=True, zero_counts="error"))[0]
-
-
-def _as_candidate(value: Any, index: int) -> Candidate:
-    if isinstance(value, Candidate):
-        return value
-    if isinstance(value, dict):
-        value = (value.get("loss"), value.get("beta"), value.get("gamma", 0.0))
-    if not isinstance(value, (tuple, list)) or len(value) not in (2, 3):
-        raise TypeError(f"candidates[{index}] must be (loss, beta) or (loss, beta, gamma); got {value!r}")
-    loss = check_choice(f"candidates[{index}] loss", value[0], CANDIDATE_LOSSES)
-    beta = check_beta(value[1])
-    gamma = check_focal_gamma(value[2] if len(value) == 3 else 0.0, loss)
-    return Candidate(loss, beta, gamma)
-
-
-@dataclass(frozen=True)
-class HeadSettings:
-    """How every head is refit: ``epochs`` over the cached training features in minibatches of ``batch_size``
-    (seeded order), AdamW at ``lr`` with a cosine decay to 0 and decoupled ``weight_decay`` (never on a prior
-    bias), the loss reduced with ``reduction`` (the trainer's). ``seed`` fixes the initialisation and the order."""
-
-    epochs: int = 30
-    batch_size: int = 256
-    lr: float = 0.01
-    weight_decay: float = 5e-4
-    reduction: str = "mean"
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "epochs", check_int("head_epochs", self.epochs, low=1))
-        object.__setattr__(self, "batch_size", check_int("head_batch_size", self.batch_size, low=1))
-        object.__setattr__(self, "lr", check_real("head_lr", self.lr, low=0.0, low_open=True, finite=True))
-        object.__setattr__(self, "weight_decay", check_real("weight_decay", self.weight_decay, low=0.0, finite=True))
-        object.__setattr__(self, "reduction", check_choice("reduction", self.reduction, ("mean", "weighted_mean")))
-        object.__setattr__(self, "seed", check_seed(self.seed))
-
-
-@contextlib.contextmanager
-def _one_cpu_thread(device: torch.device) -> Iterator[None]:
-    """One intra-op thread on the CPU while the refits and covers run (restored after). Their matrices are small
-    (a 256 x D batch against K x C heads); on a shared 2-core machine, OpenMP's barrier waits made two threads 7x
-    slower than one (measured: 3 refit epochs of the 20 paper candidates 13.8 s against 2.0 s)."""
-    if device.type != "cpu":
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def choose(scores: Sequence[float], tiebreak: Sequence[float] | None = None, *,
-           tolerance: float = TIE_TOLERANCE) -> int:
-    """The index of the best (highest) score. Scores within ``tolerance`` of the best tie (balanced accuracies that
-    count the same images can differ in the last bits, by the order of their sums); among tied ones, the lowest
-    ``tiebreak`` (a loss; NaN counts as the worst) and then the earliest index win.
-
-    >>> choose([0.9, 0.92, 0.92])
-    1
-    >>> choose([0.9, 0.92, 0.92 + 1e-12], tiebreak=[0.1, 0.5, 0.4])
-    2
-    """
-    if not scores:
-        raise ValueError("scores must hold at least one score; got none")
-    if tiebreak is not None and len(tiebreak) != len(scores):
-        raise ValueError(f"tiebreak must hold one value per score ({len(scores)}); got {len(tiebreak)}")
-    tolerance = check_real("tolerance", tolerance, low=0.0, finite=True)
-    best = max(scores)
-    tied = [i for i, s in enumerate(scores) if s >= best - tolerance]
-    if tiebreak is None:
-        return tied[0]
-    return min(tied, key=lambda i: (math.inf if math.isnan(tiebreak[i]) else tiebreak[i], i))
-
-
-def choose_row(rows: Sequence[dict[str, Any]], kinds: Collection[str] | None = None) -> dict[str, Any]:
-    """The candidate row (:attr:`TuneResult.candidates`' form) that :func:`choose` picks by validation balanced
-    accuracy and, on ties, validation NLL, among ``rows`` or those of the given ``kinds`` (``"grid"``: the paper
-    grid's alone)."""
-    pool = [r for r in rows if kinds is None or r["kind"] in kinds]
-    if not pool:
-        raise ValueError(f"rows must hold a candidate of kind {sorted(kinds or [])}; got none")
-    return pool[choose([r["val_balanced_accuracy"] for r in pool], [r["val_balanced_nll"] for r in pool])]
-
-
-def balanced_accuracy(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Mean per-class recall of every column of ``predictions`` ``(N, K)`` (float64 ``(K,)``), over the classes
-    that ``labels`` holds."""
-    correct = (predictions == labels[:, None]).double()
-    per_class = torch.zeros(num_classes, predictions.shape[1], dtype=torch.float64, device=correct.device)
-    per_class.index_add_(0, labels, correct)
-    totals = torch.bincount(labels, minlength=num_classes).double()
-    present = totals > 0
-    return (per_class[present] / totals[present, None]).mean(0).cpu()
-
-
-def calibrated_balanced_nll(logits: torch.Tensor, labels: torch.Tensor, num_classes: int, *,
-                            chunk: int = 256) -> torch.Tensor:
-    r"""The temperature-calibrated balanced NLL of every head in ``logits`` ``(N, C, K)`` (float64 ``(K,)``).
-
-    .. math::
-        \min_{T \in \mathcal{T}} \frac{1}{|C'|} \sum_{c \in C'} \frac{1}{n_c} \sum_{i: y_i = c}
-        -\log \operatorname{softmax}(z_i / T)_{c}
-
-    over the classes ``C'`` that ``labels`` holds and the fixed grid ``TEMPERATURES`` (2^(k/6), k = -24..24). The
-    class average matches balanced accuracy; the temperature makes the score blind to each head's overall logit scale
-    (sigmoid and focal heads are trained one-vs-rest, softmax heads jointly), so it measures how well a head ranks
-    the true class, not how its family is calibrated. Computed in float64 in chunks of ``chunk`` rows.
-
-    >>> logits = torch.tensor([[[2.0], [0.0]], [[1.0], [0.0]]])  # two images, two classes, one head
-    >>> round(calibrated_balanced_nll(logits, torch.tensor([0, 1]), 2).item(), 4)  # at T = 2^(8/6)
-    0.6421
-    """
-    if logits.ndim != 3 or labels.shape != logits.shape[:1]:
-        raise ValueError(f"logits must be (N, C, K) and labels (N,); got {tuple(logits.shape)} and "
-                         f"{tuple(labels.shape)}")
-    n, _, k = logits.shape
-    temperatures = torch.tensor(TEMPERATURES, dtype=torch.float64, device=logits.device)
-    per_class = torch.zeros(num_classes, k, temperatures.numel(), dtype=torch.float64, device=logits.device)
-    for start in range(0, n, chunk):
-        z = logits[start : start + chunk].double()[..., None] / temperatures  # (b, C, K, T)
-        y = labels[start : start + chunk]
-        true = torch.log_softmax(z, dim=1).gather(1, y[:, None, None, None].expand(-1, 1, k, z.shape[-1]))
-        per_class.index_add_(0, y, -true[:, 0])
-    totals = torch.bincount(labels, minlength=num_classes).double()
-    present = totals > 0
-    return (per_class[present] / totals[present, None, None]).mean(0).min(1).values.cpu()
-
-
-def refit_heads(
-    train_features: torch.Tensor,
-    train_labels: torch.Tensor,
-    candidates: Sequence[Candidate],
-    counts: Any,
-    eval_sets: dict[str, tuple[torch.Tensor, torch.Tensor]],
-    settings: HeadSettings | None = None,
-) -> dict[str, dict[str, list[float]]]:
-    """Fits one linear head per candidate on the cached ``train_features`` ``(N, D)`` and returns, for every
-    ``eval_sets`` entry ``name: (features, labels)``, ``{"balanced_accuracy": [...], "balanced_nll": [...]}``: each
-    candidate's balanced accuracy and :func:`calibrated_balanced_nll` (in order).
-
-    Every head starts from the same seeded initialisation (PyTorch's ``nn.Linear`` uniform bounds); sigmoid and
-    focal heads start their bias at ``-log(C - 1)`` (:func:`longtail.init_prior_bias`'s default). The K fits run as
-    one: stacked weights, one shared minibatch order, the sum of the K losses (each head's gradient is its own
-    loss's), AdamW per parameter. On the CPU they run on one intra-op thread (``torch.set_num_threads(1)``,
-    restored after; process-wide while it runs).
-    """
-    settings = settings or HeadSettings()
-    if not candidates:
-        raise ValueError("candidates must hold at least one candidate; got none")
-    with _one_cpu_thread(train_features.device):
-        return _refit_heads(train_features, train_labels, candidates, counts, eval_sets, settings)
-
-
-def _refit_heads(
-    train_features: torch.Tensor,
-    train_labels: torch.Tensor,
-    candidates: Sequence[Candidate],
-    counts: Any,
-    eval_sets: dict[str, tuple[torch.Tensor, torch.Tensor]],
-    settings: HeadSettings,
-) -> dict[str, dict[str, list[float]]]:
-    x, y = train_features.float(), train_labels
-    device = x.device
-    n, dim = x.shape
-    counts_t = as_counts(counts)
-    num_classes = counts_t.numel()
-    k = len(candidates)
-    weights = torch.stack([c.weights(counts_t) for c in candidates]).to(device)  # (K, C)
-    prior = torch.tensor([c.loss in PRIOR_BIAS_LOSSES for c in candidates], device=device)
-    groups: dict[tuple[str, float], list[int]] = {}
-    for i, c in enumerate(candidates):
-        groups.setdefault((c.loss, c.gamma), []).append(i)
-    group_index = [(loss, gamma, torch.tensor(ix, device=device)) for (loss, gamma), ix in groups.items()]
-
-    gen = torch.Generator().manual_seed(settings.seed)
-    bound = 1.0 / math.sqrt(dim)
-    w0 = torch.empty(num_classes, dim).uniform_(-bound, bound, generator=gen)
-    b0 = torch.empty(num_classes).uniform_(-bound, bound, generator=gen)
-    weight = w0.expand(k, num_classes, dim).clone().to(device).requires_grad_(True)
-    bias = b0.expand(k, num_classes).clone()
-    if num_classes > 1:
-        bias[prior.cpu()] = -math.log(num_classes - 1)
-    bias = bias.to(device).requires_grad_(True)
-    optimizer = torch.optim.Adam([weight, bias], lr=settings.lr)
-    bias_decay = (~prior).float()[:, None]
-    ones = torch.ones(num_classes, device=device)
-    order_gen = torch.Generator(device=device).manual_seed(settings.seed)
-    steps = math.ceil(n / settings.batch_size)
-    total = settings.epochs * steps
-    step = 0
-    for _ in range(settings.epochs):
-        perm = torch.randperm(n, generator=order_gen, device=device)
-        for start in range(0, n, settings.batch_size):
-            lr = settings.lr * 0.5 * (1.0 + math.cos(math.pi * step / total))
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            index = perm[start : start + settings.batch_size]
-            xb, yb = x[index], y[index]
-            logits = torch.einsum("bd,kcd->bck", xb, weight) + bias.T.unsqueeze(0)  # (B, C, K)
-            sample_weight = weights[:, yb].T  # (B, K): each candidate's w_y
-            loss = logits.new_zeros(())
-            for name, gamma, ix in group_index:
-                per = class_balanced_loss(logits[:, :, ix], yb[:, None].expand(-1, len(ix)), ones, loss=name,
-                                          gamma=gamma, reduction="none", sample_weight=sample_weight[:, ix])
-                denominator = per.new_tensor(float(len(index))) if settings.reduction == "mean" else \
-                    sample_weight[:, ix].sum(0).clamp_min(torch.finfo(torch.float32).tiny)
-                loss = loss + (per.sum(0) / denominator).sum()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if settings.weight_decay:
-                with torch.no_grad():
-                    weight.mul_(1.0 - lr * settings.weight_decay)
-                    bias.mul_(1.0 - lr * settings.weight_decay * bias_decay)
-            step += 1
-    scores: dict[str, dict[str, list[float]]] = {}
-    with torch.no_grad():
-        for name, (features, labels) in eval_sets.items():
-            logits = torch.cat([torch.einsum("bd,kcd->bck", chunk, weight) + bias.T.unsqueeze(0)
-                                for chunk in features.float().split(4096)])  # (N, C, K)
-            scores[name] = {"balanced_accuracy": balanced_accuracy(logits.argmax(1), labels, num_classes).tolist(),
-                            "balanced_nll": calibrated_balanced_nll(logits, labels, num_classes).tolist()}
-    return scores
-
-
-@torch.no_grad()
-def extract_features(model: torch.nn.Module, images: torch.Tensor, *, batch_size: int = 1024,
-                     autocast: bool = False) -> torch.Tensor:
-    """``model.forward_features`` of ``images`` in eval mode, without augmentation, as float32 ``(N, D)``."""
-    model.eval()
-    out = []
-    for chunk in images.split(batch_size):
-        with torch.autocast(chunk.device.type, dtype=torch.bfloat16, enabled=autocast):
-            out.append(model.forward_features(chunk.contiguous(memory_format=torch.channels_last)).float())
-    return torch.cat(out)
-
-
 def per_class_beta_candidates(
     train_features: torch.Tensor, train_labels: torch.Tensor, counts: Any, radii: Sequence[float] | None = None
 ) -> tuple[list[Candidate], dict[str, Any]]:
     """One class-balanced softmax candidate per radius, its betas ``(N_c - 1) / N_c`` from the covering numbers
-    ``N_c`` of the training features (:func:`longtail.effective.estimate_prototypes`), and what was found: the
+    ``N_c`` of the training features (:func:`longtail.prototypes.estimate_prototypes`), and what was found: the
     radii, the ``N_c`` and betas of each, and the seconds it took."""
     t0 = time.perf_counter()
     features, labels = train_features.cpu(), train_labels.cpu()
@@ -542,7 +274,7 @@ def tune_beta(
             default: on the Fashion-MNIST-LT benchmark (imbalance 50 and 100, 3 seeds each) the per-class betas,
             trained end to end, did not beat the best single beta, and where they won the refits they lost in full
             training (``docs/beta_from_data.md``).
-        radii: their radii (default :func:`longtail.effective.radius_grid` of the training features).
+        radii: their radii (default :func:`longtail.prototypes.radius_grid` of the training features).
         head_batch_size, head_lr: the refits' minibatch and AdamW learning rate (:class:`HeadSettings`).
         verbose: 0 silent, 1 one line per epoch of the CE run and per phase, 2 progress bars too.
 
@@ -557,14 +289,12 @@ def tune_beta(
     from .train.trainer import build_network, train
 
     config = _check_config(config)
-    grid = [_as_candidate(c, i) for i, c in enumerate(paper_grid() if candidates is None else candidates)]
+    grid = [as_candidate(c, i) for i, c in enumerate(paper_grid() if candidates is None else candidates)]
     if not grid and not per_class_beta:
         raise ValueError("candidates must hold at least one candidate (or per_class_beta=True); got none")
     settings = HeadSettings(head_epochs, head_batch_size, head_lr, config.weight_decay, config.reduction, config.seed)
     out = None
     if out_dir is not None:
-        from .checks import check_output_folder
-
         out = check_output_folder(out_dir, "out_dir")
         check_new_files([out / RESULT_FILE], overwrite, "out_dir", "overwrite=True")
 

@@ -4,6 +4,8 @@
   optional balanced validation split held out first) on any labelled dataset.
 * :func:`load_fashion_mnist`, :func:`load_mnist`, :func:`load_cifar10`, :func:`load_cifar100`: in-memory
   :class:`LabelledImages` (uint8 ``(N, C, H, W)`` images, int64 labels, class names).
+* :data:`DATASETS` / :func:`register_dataset`: the datasets the trainer and ``longtail train --dataset`` know,
+  yours included (:class:`DatasetSpec` says whether the long tail is drawn from it or it is used as it is).
 * :func:`read_idx`: the MNIST IDX format, gzipped or not, with header validation.
 * :func:`download_fashion_mnist`: SHA-256-verified, atomic download.
 """
@@ -29,7 +31,7 @@ from .download import (
     download_verified,
 )
 from .idx import read_idx
-from .registry import DATASETS, DatasetSpec, load_dataset
+from .registry import DATASETS, DatasetSpec, dataset_spec, load_dataset, register_dataset, training_split
 from .subsample import PROFILES, LongTailedSplit, long_tailed_counts, long_tailed_indices
 from .synthetic import synthetic_images
 
@@ -49,6 +51,7 @@ __all__ = [
     "LongTailedSplit",
     "RestrictedUnpickler",
     "content_sha256",
+    "dataset_spec",
     "default_cache_dir",
     "download_fashion_mnist",
     "download_verified",
@@ -60,6 +63,8 @@ __all__ = [
     "long_tailed_counts",
     "long_tailed_indices",
     "read_idx",
+    "register_dataset",
     "restricted_load",
     "synthetic_images",
+    "training_split",
 ]

@@ -7,10 +7,9 @@ from typing import Any
 import torch
 
 from ..checks import check_choice, check_focal_gamma, check_label_smoothing, check_pos_weight_loss
+from ..loss_families import FAMILIES, FAMILY_NAMES
 from ._core import check_multilabel_weight, sigmoid_loss, softmax_loss
 from ._prepare import prepare
-
-LOSSES = ("softmax", "sigmoid", "focal", "softmax_focal")
 
 
 def class_balanced_loss(
@@ -86,7 +85,7 @@ def class_balanced_loss(
         >>> class_balanced_loss(logits, torch.tensor([0, 2]), w)
         tensor(0.1518)
     """
-    check_choice("loss", loss, LOSSES)
+    check_choice("loss", loss, FAMILY_NAMES)
     # A focal parameter for a loss without a focal term would be ignored silently: refused instead.
     gamma = check_focal_gamma(gamma, loss)
     check_multilabel_weight(multilabel_weight)
@@ -96,6 +95,11 @@ def class_balanced_loss(
     if weight is None:
         raise TypeError("weight must be a tensor of per-class weights; got None (use focal_loss or F.cross_entropy)")
     p = prepare(logits, target, weight, ignore_index, reduction, sample_weight=sample_weight, pos_weight=pos_weight)
-    if loss in ("sigmoid", "focal"):
-        return sigmoid_loss(p, gamma if loss == "focal" else None, reduction, logits.dtype, multilabel_weight)
-    return softmax_loss(p, gamma if loss == "softmax_focal" else None, reduction, logits.dtype, label_smoothing)
+    family = FAMILIES[loss]
+    focal_gamma = gamma if family.focal else None
+    if family.kind == "sigmoid":
+        return sigmoid_loss(p, focal_gamma, reduction, logits.dtype, multilabel_weight)
+    return softmax_loss(p, focal_gamma, reduction, logits.dtype, label_smoothing)
+
+
+__all__ = ["class_balanced_loss"]

@@ -1,7 +1,7 @@
 """Lightning (>= 2.0) integration: :class:`CDBCallback` keeps a :class:`longtail.CDBLoss` up to date from validation.
 
 The class-wise difficulty-balanced loss re-weights the classes after every evaluation on a held-out split
-(:mod:`longtail.cdb`). In Lightning that is a callback: it counts the validation predictions per class in a
+(:mod:`longtail.difficulty`). In Lightning that is a callback: it counts the validation predictions per class in a
 :class:`longtail.metrics.ConfusionMeter`, sums the counts over the processes under DDP, and calls
 ``criterion.update_from(meter)`` at the end of each validation pass of ``trainer.fit``. It never counts
 Lightning's sanity check (``num_sanity_val_steps``), whose predictions come from the untrained model.

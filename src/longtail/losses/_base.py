@@ -79,6 +79,11 @@ class WeightedLoss(nn.Module):
             self.weight.copy_(checked)
         return self.weight
 
+    def _smoothing_repr(self) -> str:
+        """``", label_smoothing=eps"`` for ``extra_repr`` when the loss smooths its labels, else ``""``."""
+        eps = getattr(self, "label_smoothing", 0.0)
+        return f", label_smoothing={eps}" if eps else ""
+
     def class_weight(self) -> torch.Tensor | None:
         """The weight for the functional form: the buffer, or None while the loss is unsized (unweighted)."""
         return self.weight if self.weight.numel() else None

@@ -1,4 +1,34 @@
-"""``CDBLoss``: the class-wise difficulty-balanced loss with its weights kept in buffers."""
+r"""Class-wise Difficulty-Balanced (CDB) loss (Sinha, Ohashi, Nakamura, ACCV 2020), with its weights in buffers.
+
+A class's weight follows how hard the model currently finds it, not how many training samples it
+has. After every epoch the model is evaluated (eval mode) on a held-out, labelled validation split
+the loss never trains on, and with :math:`A_c` the top-1 accuracy of class :math:`c`:
+
+.. math::
+    d_c = 1 - A_c, \qquad w_c = C \, \frac{d_c^{\tau}}{\sum_k d_k^{\tau}}
+
+The weights are constants for the next epoch; they start at 1 (the first epoch is plain
+cross-entropy). The loss itself is :func:`longtail.functional.class_balanced_loss` with these
+weights: ``loss="softmax"`` (CDB-CE) or ``loss="softmax_focal"`` (CDB-Focal, softmax focal loss with
+``alpha = w``); :class:`CDBLoss` keeps the weights in a buffer, :class:`StableCDBLoss` damps and bounds them
+(an extension beyond the paper). The weights' math is :mod:`longtail.weights` (:func:`longtail.weights.cdb_weights`,
+:func:`longtail.weights.dynamic_tau`, :func:`longtail.weights.damped_weights`), the per-class accuracies come
+from :mod:`longtail.difficulty` (:class:`longtail.difficulty.ClassDifficulty`).
+
+A typical epoch loop::
+
+    difficulty = ClassDifficulty(num_classes).to(device)
+    criterion = CDBLoss(num_classes, tau="dynamic").to(device)
+    for epoch in range(epochs):
+        train_one_epoch(model, criterion)
+        model.eval()
+        difficulty.reset()
+        with torch.no_grad():
+            for x, y in val_loader:
+                difficulty.update(model(x), y)
+        difficulty.all_reduce()  # sums the counts over processes; a no-op without torch.distributed
+        criterion.update_from(difficulty)
+"""
 
 from __future__ import annotations
 
@@ -7,21 +37,8 @@ from typing import Any
 
 import torch
 
-from ..cdb import (
-    DIFFICULTIES,
-    DYNAMIC,
-    STABLE_DIFFICULTY,
-    STABLE_MAX_RATIO,
-    STABLE_MOMENTUM,
-    STABLE_PRIOR,
-    DifficultySource,
-    _as_prior,
-    cdb_weights,
-    damped_weights,
-    dynamic_tau,
-    estimated_accuracy,
-)
 from ..checks import (
+    DYNAMIC,
     REDUCTIONS,
     as_class_accuracy,
     check_choice,
@@ -34,10 +51,22 @@ from ..checks import (
     check_real,
     check_tau,
 )
+from ..difficulty import DIFFICULTIES, DifficultySource, _as_prior, estimated_accuracy
 from ..functional.class_balanced import class_balanced_loss
+from ..loss_families import SOFTMAX_LOSSES
+from ..weights import (
+    STABLE_DIFFICULTY,
+    STABLE_MAX_RATIO,
+    STABLE_MOMENTUM,
+    STABLE_PRIOR,
+    cdb_weights,
+    damped_weights,
+    dynamic_tau,
+)
 from ._base import WeightedLoss
 
-CDB_LOSSES = ("softmax", "softmax_focal")
+# CDB weighs the softmax losses (the paper's CDB-CE and CDB-Focal).
+CDB_LOSSES = SOFTMAX_LOSSES
 
 
 class CDBLoss(WeightedLoss):
@@ -53,7 +82,7 @@ class CDBLoss(WeightedLoss):
 
     The weights start at 1, so the first epoch is plain (focal) cross-entropy, and change only
     through :meth:`update_weights` (per-class validation accuracies, see
-    :func:`longtail.cdb.cdb_weights`) or :meth:`update_from` (a :class:`longtail.cdb.ClassDifficulty`
+    :func:`longtail.weights.cdb_weights`) or :meth:`update_from` (a :class:`longtail.difficulty.ClassDifficulty`
     after an evaluation pass). They are constants for the loss: no gradient flows into them.
 
     State, all in buffers (they follow ``.to()`` and round-trip through ``state_dict``, so a
@@ -71,7 +100,7 @@ class CDBLoss(WeightedLoss):
     Args:
         num_classes: ``C``.
         tau: exponent ``> 0``, or ``"dynamic"`` (the paper's ``2 sigmoid(max A / (min A + 0.01) - 1)``,
-            recomputed at every update; see :func:`longtail.cdb.dynamic_tau`).
+            recomputed at every update; see :func:`longtail.weights.dynamic_tau`).
         loss: ``"softmax"`` (CDB-CE) or ``"softmax_focal"`` (CDB-Focal).
         gamma: focal parameter ``>= 0`` for ``"softmax_focal"``; must stay 0 with ``"softmax"``.
         reduction: ``"mean"`` (the official code: weighted sum / number of non-ignored samples),
@@ -157,8 +186,8 @@ class CDBLoss(WeightedLoss):
         return cdb_weights(acc, tau, floor=self.floor, previous=self.weight, dtype=torch.float64)
 
     def update_from(self, difficulty: DifficultySource) -> torch.Tensor:
-        """Sets the weights from ``difficulty.accuracy()`` (a :class:`longtail.cdb.ClassDifficulty`, or
-        :class:`longtail.cdb.TrainingDifficultyEMA`). Under data parallelism call
+        """Sets the weights from ``difficulty.accuracy()`` (a :class:`longtail.difficulty.ClassDifficulty`, or
+        :class:`longtail.difficulty.TrainingDifficultyEMA`). Under data parallelism call
         ``difficulty.all_reduce()`` first, so every process gets the same weights."""
         if not isinstance(difficulty, DifficultySource):
             raise TypeError(
@@ -171,22 +200,14 @@ class CDBLoss(WeightedLoss):
         self, logits: torch.Tensor, target: torch.Tensor, sample_weight: torch.Tensor | None = None
     ) -> torch.Tensor:
         return class_balanced_loss(
-            logits,
-            target,
-            self.weight,
-            loss=self.loss,
-            gamma=self.gamma,
-            reduction=self.reduction,
-            ignore_index=self.ignore_index,
-            label_smoothing=self.label_smoothing,
-            sample_weight=sample_weight,
+            logits, target, self.weight, loss=self.loss, gamma=self.gamma, reduction=self.reduction,
+            ignore_index=self.ignore_index, label_smoothing=self.label_smoothing, sample_weight=sample_weight,
         )
 
     def extra_repr(self) -> str:
-        extra = f", label_smoothing={self.label_smoothing}" if self.label_smoothing else ""
         return (
             f"num_classes={self.num_classes}, tau={self.tau!r}, loss={self.loss!r}, gamma={self.gamma}, "
-            f"reduction={self.reduction!r}, floor={self.floor}{extra}"
+            f"reduction={self.reduction!r}, floor={self.floor}{self._smoothing_repr()}"
         )
 
 
@@ -198,20 +219,20 @@ class StableCDBLoss(CDBLoss):
     epoch, get weight exactly 0, collapse during the next epoch (trained on the tail only), and the
     weight vector flips back, every epoch. Three changes, each an extension beyond the paper:
 
-    1. **Accuracy from a posterior** (``prior``): with a :class:`longtail.cdb.ClassDifficulty` /
+    1. **Accuracy from a posterior** (``prior``): with a :class:`longtail.difficulty.ClassDifficulty` /
        :class:`longtail.metrics.ConfusionMeter` (:meth:`update_from`), the accuracy is the
        Beta-Binomial posterior mean ``A_c = (correct_c + a) / (n_c + a + b)``
-       (:func:`longtail.cdb.posterior_accuracy`): 25 of 25 correct is ``26/27`` with Laplace's
+       (:func:`longtail.difficulty.posterior_accuracy`): 25 of 25 correct is ``26/27`` with Laplace's
        ``a = b = 1``, never a difficulty of exactly 0. ``difficulty="confidence"`` measures a class
        by the mean probability of its true class instead of its top-1 hits (the meter needs
        ``confidence=True``), with the same prior.
     2. **Damping** (``momentum``): the weights move towards each update's target
-       (:func:`longtail.cdb.cdb_weights` of those accuracies, the paper's formula) by a step
+       (:func:`longtail.weights.cdb_weights` of those accuracies, the paper's formula) by a step
        ``m``: ``w <- (1 - m) w + m target``. The first update is damped too, from the uniform
        weights of the first (plain cross-entropy) epoch: taking it in full would be the very jump
        that starts the oscillation.
     3. **A bounded ratio** (``max_ratio``): then every weight below ``max(w) / R`` is raised to it,
-       and the weights are rescaled to sum to ``C`` (:func:`longtail.cdb.bound_ratio`; the rescaling
+       and the weights are rescaled to sum to ``C`` (:func:`longtail.weights.bound_ratio`; the rescaling
        keeps the ratio, so ``max w / min w <= R`` holds afterwards).
 
     ``prior=None, difficulty="accuracy", momentum=1, max_ratio=None`` is the paper's :class:`CDBLoss`,
@@ -280,9 +301,9 @@ class StableCDBLoss(CDBLoss):
         return weight
 
     def update_from(self, difficulty: Any) -> torch.Tensor:
-        """Sets the weights from a :class:`longtail.cdb.ClassDifficulty` (or any
+        """Sets the weights from a :class:`longtail.difficulty.ClassDifficulty` (or any
         :class:`longtail.metrics.ConfusionMeter`) after a validation pass: its counts with this loss's
-        ``prior`` and ``difficulty`` (:func:`longtail.cdb.estimated_accuracy`), then damped and bounded.
+        ``prior`` and ``difficulty`` (:func:`longtail.difficulty.estimated_accuracy`), then damped and bounded.
         Under data parallelism call ``difficulty.all_reduce()`` first."""
         return self.update_weights(estimated_accuracy(difficulty, prior=self.prior, difficulty=self.difficulty))
 

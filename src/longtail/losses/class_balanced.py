@@ -21,8 +21,9 @@ from ..checks import (
 )
 from ..counts import class_counts
 from ..functional._core import check_multilabel_weight
-from ..functional.class_balanced import LOSSES, class_balanced_loss
-from ..weights import _class_balanced_weights, _warn_beta_range
+from ..functional.class_balanced import class_balanced_loss
+from ..loss_families import FAMILY_NAMES
+from ..weights.class_balanced import _class_balanced_weights, _warn_beta_range, per_class_weights
 from ._base import WeightedLoss, _in_dtype
 
 
@@ -47,7 +48,7 @@ class ClassBalancedLoss(WeightedLoss):
         beta: in ``[0, 1]``; 0 is the unweighted loss, 1 inverse frequency. The paper's grid is
             {0.9, 0.99, 0.999, 0.9999}. Or ``(C,)`` betas, one per class (**an extension beyond the paper**, which
             defines ``beta = (N - 1) / N`` from a class's number of prototypes ``N`` but uses one beta for all):
-            ``w_c = (1 - beta_c) / (1 - beta_c ** n_c)`` (:func:`longtail.effective.per_class_weights`, e.g. from
+            ``w_c = (1 - beta_c) / (1 - beta_c ** n_c)`` (:func:`longtail.weights.per_class_weights`, e.g. from
             :func:`longtail.tune_beta`'s per-class candidate); ``beta`` then holds them as a tuple. Construction with
             one beta warns (:class:`longtail.BetaRangeWarning`, once; an
             extension beyond the paper) when the weights come out nearly uniform or nearly inverse frequency
@@ -109,8 +110,6 @@ class ClassBalancedLoss(WeightedLoss):
         n = as_counts(counts)
         per_class = _is_per_class(beta)
         if per_class:
-            from ..effective import per_class_weights
-
             weight = per_class_weights(n, beta, normalize=True, zero_counts=zero_counts, dtype=torch.float64)
             beta = tuple(float(b) for b in as_real_vector(beta, "beta").tolist())
         else:
@@ -118,7 +117,7 @@ class ClassBalancedLoss(WeightedLoss):
             weight = _class_balanced_weights(n, beta, normalize=True, zero_counts=zero_counts)
         super().__init__(weight=weight.to(torch.float32))
         self.beta: float | tuple[float, ...] = beta
-        self.loss = check_choice("loss", loss, LOSSES)
+        self.loss = check_choice("loss", loss, FAMILY_NAMES)
         # A focal parameter for a loss without a focal term would be ignored silently: refused instead.
         self.gamma = check_focal_gamma(gamma, self.loss)
         self.reduction = check_choice("reduction", reduction, REDUCTIONS)
@@ -144,22 +143,13 @@ class ClassBalancedLoss(WeightedLoss):
         self, logits: torch.Tensor, target: torch.Tensor, sample_weight: torch.Tensor | None = None
     ) -> torch.Tensor:
         return class_balanced_loss(
-            logits,
-            target,
-            self.weight,
-            loss=self.loss,
-            gamma=self.gamma,
-            reduction=self.reduction,
-            ignore_index=self.ignore_index,
-            multilabel_weight=self.multilabel_weight,
-            label_smoothing=self.label_smoothing,
-            sample_weight=sample_weight,
-            pos_weight=self.pos_weight,
+            logits, target, self.weight, loss=self.loss, gamma=self.gamma, reduction=self.reduction,
+            ignore_index=self.ignore_index, multilabel_weight=self.multilabel_weight,
+            label_smoothing=self.label_smoothing, sample_weight=sample_weight, pos_weight=self.pos_weight,
         )
 
     def extra_repr(self) -> str:
-        extra = f", label_smoothing={self.label_smoothing}" if self.label_smoothing else ""
         return (
             f"num_classes={self.num_classes}, beta={self.beta}, loss={self.loss!r}, gamma={self.gamma}, "
-            f"reduction={self.reduction!r}{extra}"
+            f"reduction={self.reduction!r}{self._smoothing_repr()}"
         )

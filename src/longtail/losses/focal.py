@@ -68,8 +68,7 @@ class FocalLoss(WeightedLoss):
         )
 
     def extra_repr(self) -> str:
-        extra = f", label_smoothing={self.label_smoothing}" if self.label_smoothing else ""
-        return f"gamma={self.gamma}, reduction={self.reduction!r}, ignore_index={self.ignore_index}{extra}"
+        return f"gamma={self.gamma}, reduction={self.reduction!r}, ignore_index={self.ignore_index}{self._smoothing_repr()}"
 
 
 class SigmoidFocalLoss(WeightedLoss):

@@ -79,22 +79,14 @@ class LDAMLoss(WeightedLoss):
         self, logits: torch.Tensor, target: torch.Tensor, sample_weight: torch.Tensor | None = None
     ) -> torch.Tensor:
         return ldam_loss(
-            logits,
-            target,
-            self.margins,
-            scale=self.scale,
-            weight=self.weight,
-            reduction=self.reduction,
-            ignore_index=self.ignore_index,
-            label_smoothing=self.label_smoothing,
-            sample_weight=sample_weight,
+            logits, target, self.margins, scale=self.scale, weight=self.weight, reduction=self.reduction,
+            ignore_index=self.ignore_index, label_smoothing=self.label_smoothing, sample_weight=sample_weight,
         )
 
     def extra_repr(self) -> str:
-        extra = f", label_smoothing={self.label_smoothing}" if self.label_smoothing else ""
         return (
             f"num_classes={self.num_classes}, max_margin={self.max_margin}, scale={self.scale}, "
-            f"reduction={self.reduction!r}, ignore_index={self.ignore_index}{extra}"
+            f"reduction={self.reduction!r}, ignore_index={self.ignore_index}{self._smoothing_repr()}"
         )
 
 

@@ -71,9 +71,6 @@ class LogitAdjustedLoss(WeightedLoss):
             ignore_index=self.ignore_index, label_smoothing=self.label_smoothing, sample_weight=sample_weight,
         )
 
-    def _smoothing_repr(self) -> str:
-        return f", label_smoothing={self.label_smoothing}" if self.label_smoothing else ""
-
     def extra_repr(self) -> str:
         return (
             f"num_classes={self.num_classes}, tau={self.tau}, reduction={self.reduction!r}, "

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checks import check_int, check_num_classes
-from .heads import NormedLinear
+from .base import Classifier, linear_head
 
 __all__ = ["BasicBlock", "CifarResNet", "resnet20", "resnet32", "resnet44", "resnet56"]
 
@@ -59,7 +59,7 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
-class CifarResNet(nn.Module):
+class CifarResNet(Classifier):
     """ResNet with a 3x3 stem and three stages of BasicBlocks (depth = 6n + 2 for ``num_blocks = (n, n, n)``).
 
     Stage widths ``widths`` (default 16/32/64), stride 2 at the start of stages 2 and 3, global average pooling and
@@ -115,33 +115,16 @@ class CifarResNet(nn.Module):
                 in_planes = planes
             stages.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3 = stages
-        self.fc: nn.Module = NormedLinear(self.feature_dim, num_classes) if use_norm else nn.Linear(
-            self.feature_dim, num_classes
-        )
+        self.fc: nn.Module = linear_head(self.feature_dim, num_classes, use_norm)
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(m.weight)
 
-    @property
-    def classifier(self) -> nn.Module:
-        """The final layer (same object as ``self.fc``)."""
-        return self.fc
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, in_channels, H, W)`` -> embedding ``(N, widths[-1])``."""
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"input must have shape (N, {self.in_channels}, H, W); got {tuple(x.shape)}")
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The backbone: ``(N, in_channels, H, W)`` -> ``(N, widths[-1])``."""
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.layer3(self.layer2(self.layer1(out)))
         return F.adaptive_avg_pool2d(out, 1).flatten(1)
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        """Embedding ``(N, widths[-1])`` -> logits ``(N, num_classes)``."""
-        return self.fc(features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, in_channels, H, W)`` -> logits ``(N, num_classes)``."""
-        return self.forward_head(self.forward_features(x))
 
 
 def resnet20(num_classes: int = 10, in_channels: int = 3, use_norm: bool = False) -> CifarResNet:

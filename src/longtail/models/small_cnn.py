@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ..checks import check_int, check_num_classes, check_real
-from .heads import NormedLinear
+from .base import Classifier, linear_head
 
 __all__ = ["SmallCNN"]
 
@@ -20,7 +20,7 @@ def _conv_bn_relu(in_ch: int, out_ch: int) -> nn.Sequential:
     )
 
 
-class SmallCNN(nn.Module):
+class SmallCNN(Classifier):
     """Four conv-BN-ReLU stages (widths ``w, 2w, 4w, 8w``) with 2x2 max-pooling between them, global average
     pooling and a linear classifier ``fc``.
 
@@ -74,29 +74,15 @@ class SmallCNN(nn.Module):
             nn.Flatten(),
         )
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.fc: nn.Module = NormedLinear(self.feature_dim, num_classes) if use_norm else nn.Linear(
-            self.feature_dim, num_classes
-        )
+        self.fc: nn.Module = linear_head(self.feature_dim, num_classes, use_norm)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
-    @property
-    def classifier(self) -> nn.Module:
-        """The final layer (same object as ``self.fc``)."""
-        return self.fc
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, in_channels, H, W)`` -> embedding ``(N, 8 * width)`` (before dropout and ``fc``)."""
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"input must have shape (N, {self.in_channels}, H, W); got {tuple(x.shape)}")
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The backbone: ``(N, in_channels, H, W)`` -> ``(N, 8 * width)`` (before dropout and ``fc``)."""
         return self.features(x)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         """Embedding ``(N, 8 * width)`` -> logits ``(N, num_classes)`` (dropout, then ``fc``)."""
         return self.fc(self.dropout(features))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, in_channels, H, W)`` -> logits ``(N, num_classes)``."""
-        return self.forward_head(self.forward_features(x))
-

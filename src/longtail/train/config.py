@@ -1,9 +1,11 @@
 """The training configuration: one flat, JSON-serialisable dataclass whose fields describe themselves.
 
-Each field is declared once, with its help text, its check and whether a resumed run may change it
-(:func:`option`); the command line (``longtail train --help``), the checks in ``__post_init__`` and
-the resume check all read that declaration. Names offered by a registry (datasets, models, losses,
-schedules) come from that registry.
+Each field is declared once, with its help text, its check (one of :mod:`longtail.train.checks`) and
+whether a resumed run may change it (:func:`option`); the command line (``longtail train --help``, and
+the options the other commands share with it, ``--device`` or ``--data-dir``), the checks in
+``__post_init__`` and the resume check all read that declaration. Names offered by a registry (datasets,
+models, losses, schedules) come from that registry, at the time they are asked for: a name registered
+later (``longtail train --plugin FILE``) is accepted.
 """
 
 from __future__ import annotations
@@ -16,27 +18,34 @@ from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..checks import (
-    check_batch_per_process,
-    check_choice,
-    check_device_name,
-    check_int,
-    check_real,
-    check_seed,
-    check_tau,
-)
-from ..cdb import DIFFICULTIES, STABLE_DIFFICULTY, STABLE_MAX_RATIO, STABLE_MOMENTUM, STABLE_PRIOR
+from ..checks import check_choice
 from ..data.registry import DATASETS
 from ..data.subsample import PROFILES
+from ..difficulty import DIFFICULTIES
 from ..models import available_models
+from ..weights import STABLE_DIFFICULTY, STABLE_MAX_RATIO, STABLE_MOMENTUM, STABLE_PRIOR
 from .losses import LOSSES, loss_spec
 from .posthoc import POSTHOC
+from .checks import (
+    FINITE_NONNEGATIVE,
+    UNIT,
+    Check,
+    check_amp,
+    check_batch_size,
+    check_cdb_tau,
+    check_class_betas,
+    check_device_name,
+    check_flag,
+    check_la_tau,
+    check_milestones,
+    check_run_seed,
+    check_text,
+    integer,
+    real,
+)
 from .samplers import SAMPLERS
 from .schedule import SCHEDULES
 from .stages import STAGES, stage_spec
-
-Check = Callable[[str, Any], Any]
-
 
 def option(
     default: Any = None,
@@ -53,8 +62,9 @@ def option(
     Args:
         default: the default value (or ``factory`` for a mutable one).
         help: its line in ``longtail train --help``.
-        check: ``check(name, value) -> value``, raising ``ValueError``/``TypeError`` in the format of
-            :mod:`longtail.checks`; the returned value is stored (normalised: ``"1.5"`` -> 1.5, ...).
+        check: ``check(name, value) -> value`` (one of :mod:`longtail.train.checks`), raising
+            ``ValueError``/``TypeError`` in the format of :mod:`longtail.checks`; the returned value is stored
+            (normalised: ``"1.5"`` -> 1.5, ...).
         choices: returns the allowed names (a registry's keys): the value must be one of them.
         execution_only: changes how a run executes, not what it computes, so a resume may change it.
         optional: ``None`` is allowed (and skips ``check``).
@@ -65,66 +75,6 @@ def option(
     return field(default=default, metadata=metadata)
 
 
-def _real(**bounds: Any) -> Check:
-    return lambda name, value: check_real(name, value, **bounds)
-
-
-def _integer(low: int | None = None) -> Check:
-    return lambda name, value: check_int(name, value, low=low)
-
-
-def _seed(name: str, value: Any) -> int:
-    # 32 bits, as numpy's seeds; the trainer derives each epoch's seed as seed * 1_000_003 + epoch, which stays
-    # far inside torch's 64-bit seeds.
-    return check_seed(value, name, high=2**32 - 1)
-
-
-def _flag(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False; got {type(value).__name__} {value!r}")
-    return value
-
-
-def _text(name: str, value: Any) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be a string; got {type(value).__name__} {value!r}")
-    return value
-
-
-def _milestones(name: str, value: Any) -> list[int]:
-    if not isinstance(value, (list, tuple)):
-        raise TypeError(f"{name} must be a list of epoch numbers; got {type(value).__name__} {value!r}")
-    return [check_int(f"{name}[{i}]", m, low=0) for i, m in enumerate(value)]
-
-
-def _class_betas(name: str, value: Any) -> list[float] | None:
-    if value is None:
-        return None
-    if not isinstance(value, (list, tuple)) or not value:
-        raise TypeError(f"{name} must be a non-empty list of per-class betas; got {type(value).__name__} {value!r}")
-    return [check_real(f"{name}[{i}]", b, low=0.0, high=1.0) for i, b in enumerate(value)]
-
-
-AMP = ("auto", "bf16", "off")
-
-
-def _amp(name: str, value: Any) -> str:
-    if isinstance(value, bool):  # configurations saved before 0.2 had amp: true / false
-        return "bf16" if value else "off"
-    return check_choice(name, value, AMP)
-
-
-def _device(name: str, value: Any) -> str:
-    return check_device_name(name, value)  # the syntax; resolve_device asks whether this machine has it
-
-
-def _batch_size(name: str, value: Any) -> int:
-    # 2 samples per process; here the world size is 1 (the trainer checks again under torchrun, where it is known).
-    return check_batch_per_process(value, 1, name)
-
-
-_FINITE_NONNEGATIVE = _real(low=0.0, finite=True)
-_UNIT = _real(low=0.0, high=1.0)
 _SPLIT_TAU = ("tau was split in two: use cdb_tau (--cdb-tau; CDB's exponent, a number or 'dynamic') or la_tau "
               "(--la-tau; logit adjustment's)")
 
@@ -139,110 +89,111 @@ class TrainConfig:
     """
 
     # data
-    dataset: str = option("fashion_mnist", "the dataset", choices=lambda: DATASETS)
+    dataset: str = option("fashion_mnist", "the dataset (see the list below)", choices=lambda: DATASETS)
     data_dir: str | None = option(None, "folder with the dataset files (else $LONGTAIL_DATA, then Debian's "
-                                  "/usr/share/datasets/fashion-mnist)", check=_text, optional=True, execution_only=True)
-    download: bool = option(False, "download the dataset (SHA-256 verified) when it is not found", check=_flag,
+                                  "/usr/share/datasets/fashion-mnist)", check=check_text, optional=True,
+                                  execution_only=True)
+    download: bool = option(False, "download the dataset (SHA-256 verified) when it is not found", check=check_flag,
                             execution_only=True)
     imbalance: float = option(100.0, "imbalance factor rho = n_max / n_min (1 keeps the balanced set)",
-                              check=_real(low=1.0, finite=True))
+                              check=real(low=1.0, finite=True))
     profile: str = option("exp", "long-tail profile: exp (exponential, the papers') or step", choices=lambda: PROFILES)
-    n_max: int | None = option(None, "images kept by the head class (default: all it has)", check=_integer(1),
+    n_max: int | None = option(None, "images kept by the head class (default: all it has)", check=integer(1),
                                optional=True)
     val_per_class: int = option(0, "balanced validation images held out per class before the imbalance "
-                                "(the losses that need it say so)", check=_integer(0))
-    subset_seed: int = option(0, "seed of the long-tailed subset draw", check=_seed)
+                                "(the losses that need it say so)", check=integer(0))
+    subset_seed: int = option(0, "seed of the long-tailed subset draw", check=check_run_seed)
 
     # loss
     loss: str = option("ce", "the loss (see the list below)", choices=lambda: LOSSES)
-    beta: float = option(0.9999, "class-balanced beta in [0, 1] (1: inverse frequency)", check=_UNIT)
+    beta: float = option(0.9999, "class-balanced beta in [0, 1] (1: inverse frequency)", check=UNIT)
     class_betas: list[float] | None = option(None, "per-class betas of the class-balanced losses, comma-separated, one "
                                              "per class; replaces beta (an extension beyond the paper, e.g. from "
-                                             "longtail tune-beta's per-class candidate)", check=_class_betas,
+                                             "longtail tune-beta's per-class candidate)", check=check_class_betas,
                                              optional=True)
-    gamma: float = option(1.0, "focal gamma >= 0", check=_FINITE_NONNEGATIVE)
+    gamma: float = option(1.0, "focal gamma >= 0", check=FINITE_NONNEGATIVE)
     reduction: str = option("mean", "how a weighted loss averages: mean (the papers' code: weighted sum / N) or "
                             "weighted_mean (PyTorch's: weighted sum / sum of the weights)",
                             choices=lambda: ("mean", "weighted_mean"))
     cdb_tau: float | str = option("dynamic", "CDB exponent tau: a positive number or 'dynamic' (the paper's)",
-                                  check=lambda name, value: check_tau(value, name=name))
+                                  check=check_cdb_tau)
     cdb_floor: float = option(0.0, "CDB minimum difficulty in [0, 1] (an extension beyond the paper; 0 is the paper)",
-                              check=_UNIT)
+                              check=UNIT)
     cdb_prior: float = option(STABLE_PRIOR, "stable CDB (an extension beyond the paper): Beta(a, a) pseudo-count a >= 0 "
                               "of each class's validation accuracy, A = (correct + a) / (n + 2a), so 25 images never "
                               "give a difficulty of exactly 0 or 1 (1: Laplace, 0.5: Jeffreys, 0: the paper's ratio)",
-                              check=_real(low=0.0, finite=True))
+                              check=real(low=0.0, finite=True))
     cdb_difficulty: str = option(STABLE_DIFFICULTY, "stable CDB (an extension beyond the paper): measure a class by its "
                                  "top-1 accuracy (the paper) or its confidence, the mean probability of its true class",
                                  choices=lambda: DIFFICULTIES)
     cdb_momentum: float = option(STABLE_MOMENTUM, "stable CDB (an extension beyond the paper): EMA step m in (0, 1] of "
                                  "the weights, w <- (1 - m) w + m target, from the uniform start (1: the paper's "
-                                 "undamped weights)", check=_real(low=0.0, high=1.0, low_open=True))
+                                 "undamped weights)", check=real(low=0.0, high=1.0, low_open=True))
     cdb_max_ratio: float = option(STABLE_MAX_RATIO, "stable CDB (an extension beyond the paper): largest / smallest "
                                   "weight at most this (>= 1; the small weights are raised, then all rescaled to sum "
-                                  "to C); a huge value such as 1e9 is no bound", check=_real(low=1.0, finite=True))
+                                  "to C); a huge value such as 1e9 is no bound", check=real(low=1.0, finite=True))
     la_tau: float = option(1.0, "logit-adjustment tau >= 0 (1 is balanced softmax)",
-                           check=lambda name, value: check_tau(value, name=name, allow_dynamic=False, allow_zero=True))
+                           check=check_la_tau)
     drw_epoch: int | None = option(None, "deferred re-weighting: class-balanced weights from this epoch on (0-based)",
-                                   check=_integer(0), optional=True)
-    drw_beta: float = option(0.9999, "beta of the deferred re-weighting", check=_UNIT)
-    max_margin: float = option(0.5, "LDAM largest margin", check=_FINITE_NONNEGATIVE)
-    scale: float = option(30.0, "LDAM logit scale", check=_real(low=0.0, low_open=True, finite=True))
+                                   check=integer(0), optional=True)
+    drw_beta: float = option(0.9999, "beta of the deferred re-weighting", check=UNIT)
+    max_margin: float = option(0.5, "LDAM largest margin", check=FINITE_NONNEGATIVE)
+    scale: float = option(30.0, "LDAM logit scale", check=real(low=0.0, low_open=True, finite=True))
 
     # stages, sampling and post-hoc adjustment
     stage: str = option("joint", "training stage (see the list below): joint trains the whole network; crt, lws and "
                         "classifier adjust the classifier of init_from's run on its frozen backbone", choices=lambda: STAGES)
     init_from: str | None = option(None, "folder of a finished run to start from (its split and architecture; the "
-                                   "stages crt, lws and classifier need it)", check=_text, optional=True)
+                                   "stages crt, lws and classifier need it)", check=check_text, optional=True)
     sampler: str | None = option(None, "which images an epoch draws (default: the stage's; instance for joint and "
                                  "classifier, class_balanced for crt and lws)", choices=lambda: SAMPLERS, optional=True)
     posthoc: str = option("none", "post-hoc classifier adjustment after the last epoch, its tau chosen on the "
                           "validation split (needs val_per_class)", choices=lambda: ("none", *POSTHOC))
     max_norm: float | None = option(None, "weight balancing's per-class MaxNorm after every step, relative radius in "
                                     "[0, 1]: delta = min + max_norm * (max - min) of the classifier's row norms at the "
-                                    "start (0.1 in the authors' recipe)", check=_UNIT, optional=True)
+                                    "start (0.1 in the authors' recipe)", check=UNIT, optional=True)
 
     # model and optimisation
-    model: str = option("small_cnn", "small_cnn (28x28 grey) or resnet20/32/44/56 (CIFAR)",
+    model: str = option("small_cnn", "the network (see the list below)",
                         choices=lambda: tuple(available_models()))
-    width: int = option(16, "small_cnn first-stage channels", check=_integer(1))
+    width: int = option(16, "small_cnn first-stage channels", check=integer(1))
     epochs: int = option(10, "training epochs (0 with init_from: evaluate, or post-hoc adjust, the parent's model)",
-                         check=_integer(0))
+                         check=integer(0))
     batch_size: int = option(128, "training batch size (over all processes; at least 2 per process)",
-                             check=_batch_size)
-    lr: float = option(0.05, "base learning rate (SGD)", check=_FINITE_NONNEGATIVE)
-    momentum: float = option(0.9, "SGD momentum in [0, 1]", check=_UNIT)
-    nesterov: bool = option(True, "Nesterov momentum", check=_flag)
-    weight_decay: float = option(5e-4, "weight decay (never on the prior-initialised bias)", check=_FINITE_NONNEGATIVE)
-    warmup_epochs: float = option(1.0, "linear warm-up epochs", check=_FINITE_NONNEGATIVE)
+                             check=check_batch_size)
+    lr: float = option(0.05, "base learning rate (SGD)", check=FINITE_NONNEGATIVE)
+    momentum: float = option(0.9, "SGD momentum in [0, 1]", check=UNIT)
+    nesterov: bool = option(True, "Nesterov momentum", check=check_flag)
+    weight_decay: float = option(5e-4, "weight decay (never on the prior-initialised bias)", check=FINITE_NONNEGATIVE)
+    warmup_epochs: float = option(1.0, "linear warm-up epochs", check=FINITE_NONNEGATIVE)
     schedule: str = option("cosine", "LR schedule after the warm-up", choices=lambda: SCHEDULES)
     milestones: list[int] = option(help="epochs at which the step schedule multiplies the LR by lr_decay "
-                                   "(comma-separated)", check=_milestones, factory=list)
-    lr_decay: float = option(0.01, "factor of the step schedule at each milestone", check=_FINITE_NONNEGATIVE)
-    augment: bool = option(True, "pad-and-crop and horizontal flip", check=_flag)
+                                   "(comma-separated)", check=check_milestones, factory=list)
+    lr_decay: float = option(0.01, "factor of the step schedule at each milestone", check=FINITE_NONNEGATIVE)
+    augment: bool = option(True, "pad-and-crop and horizontal flip", check=check_flag)
     pad: int | None = option(None, "pad-and-crop padding in pixels (default 2 for 28x28, 4 for 32x32)",
-                             check=_integer(0), optional=True)
+                             check=integer(0), optional=True)
 
     # execution and evaluation
-    seed: int = option(0, "seed of the initialisation, data order and augmentation", check=_seed)
-    device: str = option("auto", "auto, cpu, cuda, cuda:N or mps", check=_device, execution_only=True)
+    seed: int = option(0, "seed of the initialisation, data order and augmentation", check=check_run_seed)
+    device: str = option("auto", "auto, cpu, cuda, cuda:N or mps", check=check_device_name, execution_only=True)
     amp: str = option("auto", "mixed precision: auto (bfloat16 autocast on CUDA and on CPUs with native bfloat16, "
                       "AVX512-BF16 or AMX; float32 elsewhere), bf16 or off; the loss is computed in float32",
-                      check=_amp)
-    compile: bool = option(False, "torch.compile the model", check=_flag, execution_only=True)
-    eval_batch_size: int = option(1024, "evaluation batch size", check=_integer(1), execution_only=True)
+                      check=check_amp)
+    compile: bool = option(False, "torch.compile the model", check=check_flag, execution_only=True)
+    eval_batch_size: int = option(1024, "evaluation batch size", check=integer(1), execution_only=True)
     eval_every: int | None = option(None, "also evaluate the test set every this many epochs (default: only after "
                                     "the last; validation, when there is a split, runs every epoch)",
-                                    check=_integer(1), optional=True, execution_only=True)
+                                    check=integer(1), optional=True, execution_only=True)
     tensorboard: bool = option(False, "also write the per-epoch scalars for TensorBoard to <out>/tensorboard (needs "
-                               "the tensorboard package: pip install 'longtail[tensorboard]')", check=_flag,
+                               "the tensorboard package: pip install 'longtail[tensorboard]')", check=check_flag,
                                execution_only=True)
     many_threshold: float | None = option(None, "many-shot classes have more training images than this (default: "
                                           "0.2 x the head class's count: 100 for a 500-image head, as CIFAR-100-LT)",
-                                          check=_FINITE_NONNEGATIVE, optional=True)
+                                          check=FINITE_NONNEGATIVE, optional=True)
     few_threshold: float | None = option(None, "few-shot classes have fewer training images than this (default: "
                                          "0.04 x the head class's count: 20 for a 500-image head)",
-                                         check=_FINITE_NONNEGATIVE, optional=True)
+                                         check=FINITE_NONNEGATIVE, optional=True)
 
     tau: InitVar[Any] = None  # removed: refused with a message that names cdb_tau and la_tau
 

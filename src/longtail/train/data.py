@@ -12,8 +12,7 @@ from typing import Any
 
 import torch
 
-from ..data.registry import load_dataset
-from ..data.subsample import long_tailed_indices
+from ..data.registry import load_dataset, training_split
 from .config import TrainConfig
 
 
@@ -75,10 +74,12 @@ class PreparedData:
 
 
 def prepare_data(config: TrainConfig, device: torch.device) -> PreparedData:
-    """Loads the dataset, draws the long-tailed split and moves everything to ``device``."""
+    """Loads the dataset, draws the long-tailed split (a dataset that is not a benchmark one: its own split, see
+    :func:`longtail.data.training_split`) and moves everything to ``device``."""
     full_train = load_dataset(config.dataset, config.data_dir, train=True, download=config.download)
     test = load_dataset(config.dataset, config.data_dir, train=False, download=config.download)
-    split = long_tailed_indices(
+    split = training_split(
+        config.dataset,
         full_train.labels,
         config.imbalance,
         config.profile,

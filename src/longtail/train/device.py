@@ -8,7 +8,7 @@ import platform
 
 import torch
 
-from ..checks import check_device_name
+from .checks import check_device_name
 
 
 def distributed() -> tuple[int, int]:

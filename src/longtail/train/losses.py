@@ -3,11 +3,13 @@
 A :class:`LossSpec` says everything the trainer, the configuration and the command line need to know
 about a loss, so none of them names a loss: how to build it, the configuration fields it reads, the
 classifier head it wants, whether it starts from the prior bias, whether it needs the validation
-split, whether deferred re-weighting applies, and the hooks the trainer calls around an epoch.
+split, whether deferred re-weighting applies, whether validation must sum the true-class probabilities,
+and the hooks the trainer calls around an epoch.
 
-Adding a loss costs its own file(s) (the functional form in ``longtail/functional/``, the module in
-``longtail/losses/``) and one entry in :data:`LOSSES` (or a :func:`register_loss` call from your own
-code); ``docs/adding_a_loss.md`` walks through one.
+Adding a loss costs its own file and one :func:`register_loss` call in it: ``longtail train --plugin FILE``
+(or ``$LONGTAIL_PLUGINS``, or the ``longtail.plugins`` entry points: :mod:`longtail.plugins`) imports it before
+the parser is built, so ``--help`` lists it and ``--loss`` takes it. A loss of the library itself has its entry
+in :data:`LOSSES` below; ``docs/adding_a_loss.md`` walks through both.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..checks import check_registration
+from ..loss_families import FAMILIES
 from ..metrics import ConfusionMeter, nan_to_none
 from ..losses import (
     BalancedSoftmaxLoss,
@@ -57,6 +61,10 @@ class LossSpec:
         on_epoch_start: ``hook(criterion, epoch)`` called before every epoch (epochs count from 0).
         after_validation: ``hook(criterion, meter)`` called after each validation pass with the
             per-class counter (summed over processes); returns entries for the epoch's history.
+        needs_confidence: ``needs_confidence(config)`` -> whether the validation pass must also sum each
+            class's true-class probability (``ConfusionMeter(confidence=True)``, for a loss that weights
+            by it: stable CDB with ``cdb_difficulty="confidence"``); None: never (only the losses that
+            read the probabilities pay for them). The trainer asks once, when it builds the run.
     """
 
     summary: str
@@ -68,6 +76,7 @@ class LossSpec:
     deferred_reweighting: bool = True
     on_epoch_start: EpochHook | None = None
     after_validation: ValidationHook | None = None
+    needs_confidence: Callable[[Any], bool] | None = None
 
     def __post_init__(self) -> None:
         if self.head not in HEADS:
@@ -111,6 +120,11 @@ def _stable_cdb_after_validation(criterion: nn.Module, meter: ConfusionMeter) ->
     }
 
 
+def _confidence_difficulty(config: Any) -> bool:
+    """Stable CDB: its ``difficulty="confidence"`` weights by the mean true-class probability of validation."""
+    return config.cdb_difficulty == "confidence"
+
+
 def _cb(loss: str) -> Callable[..., nn.Module]:
     # class_betas (per-class betas, an extension beyond the paper) replace beta when given.
     return lambda counts, beta, class_betas, reduction, gamma=0.0: ClassBalancedLoss(
@@ -121,6 +135,15 @@ def _cb(loss: str) -> Callable[..., nn.Module]:
 def _plain(loss: str) -> Callable[..., nn.Module]:
     # beta = 0 gives weight 1 for every class: the plain loss (both reductions agree without weights).
     return lambda counts, gamma=0.0: ClassBalancedLoss(counts, beta=0.0, loss=loss, gamma=gamma)
+
+
+def _family(summary: str, family: str, build: Callable[[str], Callable[..., nn.Module]], reads: tuple[str, ...] = (),
+            **traits: Any) -> LossSpec:
+    """The spec of a loss on one of :data:`longtail.loss_families.FAMILIES`: a focal family also reads ``gamma``,
+    and a sigmoid one starts from the prior bias (the family's traits, stated once there)."""
+    traits_of = FAMILIES[family]
+    return LossSpec(summary, build(family), reads=(*reads, "gamma") if traits_of.focal else reads,
+                    prior_bias=traits_of.prior_bias, **traits)
 
 
 def _cdb(loss: str) -> Callable[..., nn.Module]:
@@ -141,24 +164,21 @@ def _stable_cdb(loss: str) -> Callable[..., nn.Module]:
 _CLASS_BALANCED = dict(deferred_reweighting=False)
 _CB_READS = ("beta", "class_betas", "reduction")
 _CDB = dict(needs_validation=True, deferred_reweighting=False, after_validation=_cdb_after_validation)
-_STABLE_CDB = dict(needs_validation=True, deferred_reweighting=False, after_validation=_stable_cdb_after_validation)
+_STABLE_CDB = dict(needs_validation=True, deferred_reweighting=False, after_validation=_stable_cdb_after_validation,
+                   needs_confidence=_confidence_difficulty)
 _STABLE_READS = ("cdb_tau", "cdb_floor", "cdb_prior", "cdb_difficulty", "cdb_momentum", "cdb_max_ratio", "reduction")
 
 # name -> spec. Order is the order of `longtail train --help`.
 LOSSES: dict[str, LossSpec] = {
-    "ce": LossSpec("softmax cross-entropy", _plain("softmax")),
+    "ce": _family("softmax cross-entropy", "softmax", _plain),
     "focal": LossSpec("softmax focal loss", lambda counts, gamma: FocalLoss(gamma=gamma, num_classes=len(counts)),
                       reads=("gamma",)),
-    "sigmoid": LossSpec("one-vs-all sigmoid cross-entropy", _plain("sigmoid"), prior_bias=True),
-    "sigmoid_focal": LossSpec("sigmoid focal loss", _plain("focal"), reads=("gamma",), prior_bias=True),
-    "cb_softmax": LossSpec("class-balanced softmax CE", _cb("softmax"), reads=_CB_READS,
-                           **_CLASS_BALANCED),
-    "cb_sigmoid": LossSpec("class-balanced sigmoid CE", _cb("sigmoid"), reads=_CB_READS, prior_bias=True,
-                           **_CLASS_BALANCED),
-    "cb_focal": LossSpec("class-balanced sigmoid focal, the paper's focal", _cb("focal"),
-                         reads=(*_CB_READS, "gamma"), prior_bias=True, **_CLASS_BALANCED),
-    "cb_softmax_focal": LossSpec("class-balanced softmax focal", _cb("softmax_focal"),
-                                 reads=(*_CB_READS, "gamma"), **_CLASS_BALANCED),
+    "sigmoid": _family("one-vs-all sigmoid cross-entropy", "sigmoid", _plain),
+    "sigmoid_focal": _family("sigmoid focal loss", "focal", _plain),
+    "cb_softmax": _family("class-balanced softmax CE", "softmax", _cb, _CB_READS, **_CLASS_BALANCED),
+    "cb_sigmoid": _family("class-balanced sigmoid CE", "sigmoid", _cb, _CB_READS, **_CLASS_BALANCED),
+    "cb_focal": _family("class-balanced sigmoid focal, the paper's focal", "focal", _cb, _CB_READS, **_CLASS_BALANCED),
+    "cb_softmax_focal": _family("class-balanced softmax focal", "softmax_focal", _cb, _CB_READS, **_CLASS_BALANCED),
     "cdb": LossSpec("class-wise difficulty-balanced CE", _cdb("softmax"), reads=("cdb_tau", "cdb_floor", "reduction"),
                     **_CDB),
     "cdb_focal": LossSpec("class-wise difficulty-balanced softmax focal", _cdb("softmax_focal"),
@@ -184,13 +204,7 @@ LOSSES: dict[str, LossSpec] = {
 
 def register_loss(name: str, spec: LossSpec, *, replace: bool = False) -> None:
     """Adds ``spec`` to :data:`LOSSES` under ``name`` (the trainer, the config and the CLI then know it)."""
-    if not isinstance(name, str) or not name.isidentifier():
-        raise ValueError(f"name must be an identifier-like string; got {name!r}")
-    if not isinstance(spec, LossSpec):
-        raise TypeError(f"spec must be a LossSpec; got {type(spec).__name__}")
-    if name in LOSSES and not replace:
-        raise ValueError(f"loss {name!r} is already registered; pass replace=True to replace it")
-    LOSSES[name] = spec
+    LOSSES[check_registration(LOSSES, "loss", name, spec, LossSpec, replace)] = spec
 
 
 def loss_spec(name: str) -> LossSpec:

@@ -1,4 +1,4 @@
-"""The effective number of samples estimated from data: per-class betas from covering numbers.
+"""Prototypes estimated from data: covering numbers of each class's features, and the per-class betas they give.
 
 **An extension beyond the paper**, which no public implementation that we know of does. Cui et al. (CVPR 2019)
 define ``beta = (N - 1) / N`` with ``N`` the number of "unique prototypes" of a class, then treat beta as one
@@ -7,8 +7,8 @@ the size of a greedy radius-``r`` cover (an epsilon-net) of the class's L2-norma
 
 - :func:`estimate_prototypes` gives ``N_c`` (``(C,)``);
 - :func:`per_class_betas` gives ``beta_c = (N_c - 1) / N_c``;
-- :func:`per_class_weights` gives ``w_c = (1 - beta_c) / (1 - beta_c ** n_c) = 1 / E_{n_c}(beta_c)``, normalised to
-  sum to ``C``, the class-balanced weights with one beta per class;
+- :func:`longtail.weights.per_class_weights` turns them into ``w_c = (1 - beta_c) / (1 - beta_c ** n_c) =
+  1 / E_{n_c}(beta_c)``, normalised to sum to ``C``, the class-balanced weights with one beta per class;
 - :func:`radius_grid` proposes radii (quantiles of the within-class nearest-neighbour distances), and
   :func:`longtail.tune_beta` chooses one on the validation split (see ``docs/beta_from_data.md`` for whether it
   helps).
@@ -27,8 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checks import as_counts, as_real_vector, check_int, check_num_classes, check_real
-from .weights import present_classes
+from .checks import as_real_vector, check_int, check_num_classes, check_real
 
 #: Chunk of points whose distances to the centres (or to each other) are computed at once.
 CHUNK = 1024
@@ -41,8 +40,6 @@ __all__ = [
     "estimate_prototypes",
     "nearest_neighbour_distances",
     "per_class_betas",
-    "per_class_effective_number",
-    "per_class_weights",
     "radius_grid",
 ]
 
@@ -247,57 +244,3 @@ def per_class_betas(prototypes: Any) -> torch.Tensor:
         raise ValueError(f"prototypes must be >= 1 for every class (a class without samples has no beta); got "
                          f"{n.tolist()}")
     return (n - 1.0) / n
-
-
-def _as_betas(betas: Any, num_classes: int) -> torch.Tensor:
-    b = as_real_vector(betas, "betas")
-    if b.numel() != num_classes:
-        raise ValueError(f"betas must have shape ({num_classes},), one per class; got {tuple(b.shape)}")
-    if bool(torch.isnan(b).any()) or bool(((b < 0) | (b > 1)).any()):
-        raise ValueError(f"betas must be in [0, 1] for every class; got {b.tolist()}")
-    return b
-
-
-def _one_minus_pow(n: torch.Tensor, betas: torch.Tensor) -> torch.Tensor:
-    """``1 - beta_c ** n_c`` per class in float64 without cancellation (``-expm1(n log beta)``); 1 at beta 0."""
-    with torch.no_grad():
-        log_beta = torch.log1p(-(1.0 - betas))  # -inf at beta 0
-        t = torch.where(betas > 0, n * log_beta, torch.where(n > 0, -math.inf, 0.0))
-        return -torch.expm1(t)
-
-
-def per_class_effective_number(counts: Any, betas: Any) -> torch.Tensor:
-    """``E_c = (1 - beta_c ** n_c) / (1 - beta_c)`` (float64 ``(C,)``); ``n_c`` itself where ``beta_c = 1``."""
-    n = as_counts(counts)
-    b = _as_betas(betas, n.numel())
-    one = b == 1.0
-    e = _one_minus_pow(n, b) / torch.where(one, torch.ones_like(b), 1.0 - b)
-    return torch.where(one, n, e)
-
-
-def per_class_weights(
-    counts: Any,
-    betas: Any,
-    *,
-    normalize: bool = True,
-    zero_counts: str = "error",
-    dtype: torch.dtype = torch.float32,
-) -> torch.Tensor:
-    """Class-balanced weights with one beta per class, ``w_c = (1 - beta_c) / (1 - beta_c ** n_c) = 1 / E_c``,
-    rescaled to sum to the number of (present) classes. An extension beyond the paper.
-
-    With every ``beta_c`` equal to one ``beta`` this equals :func:`longtail.class_balanced_weights` (to float64
-    round-off). ``zero_counts``: ``"error"`` refuses a class with count 0, ``"ignore"`` gives it weight 0.
-
-    Example:
-        >>> per_class_weights([100, 10, 1], [0.99, 0.9, 0.0], dtype=torch.float64)
-        tensor([0.0405, 0.3939, 2.5656], dtype=torch.float64)
-    """
-    n = as_counts(counts)
-    b = _as_betas(betas, n.numel())
-    present, safe_n = present_classes(n, zero_counts)
-    weight = 1.0 / per_class_effective_number(safe_n, b)
-    weight = torch.where(present, weight, torch.zeros_like(weight))
-    if normalize:
-        weight = weight * (present.sum() / weight.sum())
-    return weight.to(dtype)

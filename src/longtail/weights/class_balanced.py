@@ -1,8 +1,9 @@
-"""Effective number of samples and class-balanced weights (Cui et al., CVPR 2019).
+"""Effective number of samples and class-balanced weights (Cui et al., CVPR 2019), with one beta or one per class.
 
 Beyond the paper: :func:`class_balanced_weights` warns (:class:`BetaRangeWarning`) when a beta makes the
 weights nearly uniform or nearly inverse frequency for the given counts, and :func:`beta_range` /
-:func:`beta_regime` say where beta does interpolate between the two. See ``docs/beta_from_data.md``.
+:func:`beta_regime` say where beta does interpolate between the two; :func:`per_class_weights` takes one beta per
+class (e.g. from :func:`longtail.prototypes.per_class_betas`). See ``docs/beta_from_data.md``.
 """
 
 from __future__ import annotations
@@ -13,22 +14,26 @@ from typing import Any
 
 import torch
 
-from .checks import as_counts, check_beta, check_choice
+from ..checks import as_counts, as_real_vector, check_beta, check_choice
 
 ZERO_COUNT_POLICIES = ("error", "ignore")
 
 
-def _one_minus_beta_pow(counts: torch.Tensor, beta: float) -> torch.Tensor:
-    """``1 - beta**n`` in float64 without cancellation: ``-expm1(n * log(beta))``.
+def _one_minus_beta_pow(counts: torch.Tensor, beta: float | torch.Tensor) -> torch.Tensor:
+    """``1 - beta**n`` in float64 without cancellation: ``-expm1(n * log(beta))``, for one ``beta`` (a float) or
+    one per class (a ``(C,)`` float64 tensor): the one kernel of the effective number.
 
     ``beta**n`` rounds to 1 long before beta does when beta is close to 1, so the naive form loses
     every digit; expm1/log1p keep full relative precision for any beta in [0, 1).
     """
-    if beta == 0.0:
-        # 0**0 = 1 (a class with no samples covers nothing); log(0) would give 0 * -inf = NaN.
-        return (counts > 0).to(torch.float64)
-    log_beta = torch.log1p(torch.tensor(-(1.0 - beta), dtype=torch.float64))
-    return -torch.expm1(counts * log_beta)
+    betas = torch.as_tensor(beta, dtype=torch.float64)
+    log_beta = torch.log1p(-(1.0 - betas))  # -inf at beta 0
+    # At beta 0, n * log(beta) is -inf for n > 0 and 0 * -inf = NaN at n = 0, where 0**0 = 1 (a class with no
+    # samples covers nothing). The per-class form has always returned -0.0 there and the one-beta form +0.0: kept
+    # bit for bit (both forms checked bit-identical to their old kernels over 15 million counts and betas).
+    zero = 0.0 if betas.dim() else -0.0
+    t = torch.where(betas > 0, counts * log_beta, torch.where(counts > 0, -math.inf, zero))
+    return -torch.expm1(t)
 
 
 def _log_one_minus_beta_pow(counts: torch.Tensor, beta: float) -> torch.Tensor:
@@ -231,11 +236,14 @@ def _class_balanced_weights(n: torch.Tensor, beta: float, *, normalize: bool, ze
     denominator = safe_n if beta == 1.0 else _one_minus_beta_pow(safe_n, beta)
     weight = (1.0 - beta if beta < 1.0 else 1.0) / denominator
     weight = torch.where(present, weight, torch.zeros_like(weight))
-    if normalize and not bool((denominator >= torch.finfo(torch.float64).tiny).all()):
+    overflows = not bool(torch.isfinite(weight.sum()))
+    if normalize and (overflows or not bool((denominator >= torch.finfo(torch.float64).tiny).all())):
         # A denominator below the smallest normal float64 (a subnormal count, e.g. 1e-320) makes its weight
-        # overflow to inf, and the rescaling inf / inf gives NaN. The normalised weights are ratios of weights,
-        # so compute them in log space, shifted by the largest: the limit puts all the weight on the smallest
-        # counts. (Ordinary counts keep the direct form above, bit for bit.)
+        # overflow to inf, and the rescaling inf / inf gives NaN; finite weights near the largest float64 (four
+        # counts of 2.2e-308 at beta 1: weights 4.5e307) have a sum that overflows, and the rescaling gives 0. The
+        # normalised weights are ratios of weights, so compute them in log space, shifted by the largest: the
+        # limit puts all the weight on the smallest counts. (Ordinary counts keep the direct form above, bit for
+        # bit.)
         log_weight = -torch.log(safe_n) if beta == 1.0 else math.log1p(-beta) - _log_one_minus_beta_pow(safe_n, beta)
         log_weight = torch.where(present, log_weight, torch.full_like(log_weight, -math.inf))
         weight = torch.exp(log_weight - log_weight.max())
@@ -284,4 +292,59 @@ def class_balanced_weights(
     beta = check_beta(beta)
     weight = _class_balanced_weights(n, beta, normalize=normalize, zero_counts=zero_counts)
     _warn_beta_range(n, beta, weight, stacklevel=2)
+    return weight.to(dtype)
+
+
+# --- one beta per class (an extension beyond the paper; betas from data: longtail.prototypes) ----------
+
+
+def _as_betas(betas: Any, num_classes: int) -> torch.Tensor:
+    b = as_real_vector(betas, "betas")
+    if b.numel() != num_classes:
+        raise ValueError(f"betas must have shape ({num_classes},), one per class; got {tuple(b.shape)}")
+    if bool(torch.isnan(b).any()) or bool(((b < 0) | (b > 1)).any()):
+        raise ValueError(f"betas must be in [0, 1] for every class; got {b.tolist()}")
+    return b
+
+
+def per_class_effective_number(counts: Any, betas: Any) -> torch.Tensor:
+    """``E_c = (1 - beta_c ** n_c) / (1 - beta_c)`` (float64 ``(C,)``); ``n_c`` itself where ``beta_c = 1``."""
+    n = as_counts(counts)
+    b = _as_betas(betas, n.numel())
+    one = b == 1.0
+    e = _one_minus_beta_pow(n, b) / torch.where(one, torch.ones_like(b), 1.0 - b)
+    return torch.where(one, n, e)
+
+
+def per_class_weights(
+    counts: Any,
+    betas: Any,
+    *,
+    normalize: bool = True,
+    zero_counts: str = "error",
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Class-balanced weights with one beta per class, ``w_c = (1 - beta_c) / (1 - beta_c ** n_c) = 1 / E_c``,
+    rescaled to sum to the number of (present) classes. An extension beyond the paper.
+
+    With every ``beta_c`` equal to one ``beta`` this equals :func:`longtail.class_balanced_weights` (to float64
+    round-off). ``zero_counts``: ``"error"`` refuses a class with count 0, ``"ignore"`` gives it weight 0.
+
+    Example:
+        >>> per_class_weights([100, 10, 1], [0.99, 0.9, 0.0], dtype=torch.float64)
+        tensor([0.0405, 0.3939, 2.5656], dtype=torch.float64)
+    """
+    n = as_counts(counts)
+    b = _as_betas(betas, n.numel())
+    present, safe_n = present_classes(n, zero_counts)
+    effective = per_class_effective_number(safe_n, b)
+    weight = torch.where(present, 1.0 / effective, torch.zeros_like(effective))
+    if normalize and not bool(torch.isfinite(weight.sum())):
+        # A weight or the sum of the weights past the largest float64 (counts near or below the smallest normal
+        # float64) would rescale to NaN or 0: the normalised weights are ratios, E_min / E_c. (Ordinary counts keep
+        # the direct form, bit for bit.)
+        effective = torch.where(present, effective, torch.full_like(effective, math.inf))
+        weight = torch.where(present, effective.min() / effective, torch.zeros_like(effective))
+    if normalize:
+        weight = weight * (present.sum() / weight.sum())
     return weight.to(dtype)

@@ -6,6 +6,10 @@
   :class:`LabelledImages` (uint8 ``(N, C, H, W)`` images, int64 labels, class names).
 * :data:`DATASETS` / :func:`register_dataset`: the datasets the trainer and ``longtail train --dataset`` know,
   yours included (:class:`DatasetSpec` says whether the long tail is drawn from it or it is used as it is).
+* :class:`ClassAwareSampler` / :class:`DistributedClassAwareSampler`: samplers (``torch.utils.data.Sampler``) for
+  any ``DataLoader`` that draw each epoch with class probabilities ``p_j ~ n_j**q`` (instance, square-root,
+  class-balanced, progressive, any power ``q``), seeded and with ``set_epoch``; the distributed one gives every
+  process a disjoint shard of the same epoch sample. The trainer draws its epochs with the same code.
 * :func:`read_idx`: the MNIST IDX format, gzipped or not, with header validation.
 * :func:`download_fashion_mnist`: SHA-256-verified, atomic download.
 """
@@ -32,6 +36,7 @@ from .download import (
 )
 from .idx import read_idx
 from .registry import DATASETS, DatasetSpec, dataset_spec, load_dataset, register_dataset, training_split
+from .samplers import SAMPLERS, ClassAwareSampler, DistributedClassAwareSampler
 from .subsample import PROFILES, LongTailedSplit, long_tailed_counts, long_tailed_indices
 from .synthetic import synthetic_images
 
@@ -50,6 +55,9 @@ __all__ = [
     "LabelledImages",
     "LongTailedSplit",
     "RestrictedUnpickler",
+    "SAMPLERS",
+    "ClassAwareSampler",
+    "DistributedClassAwareSampler",
     "content_sha256",
     "dataset_spec",
     "default_cache_dir",

@@ -39,6 +39,7 @@ from torch import nn
 
 from ..bias_init import init_prior_bias
 from ..checks import check_batch_per_process, check_output_folder, value_checks
+from ..data.samplers import epoch_seed
 from ..drw import DeferredReweighting
 from ..models import build_configured_model
 from .config import TrainConfig
@@ -224,7 +225,8 @@ def build_run(
 
 
 def _epoch_generator(config: TrainConfig, epoch: int, device: torch.device) -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + epoch)
+    # The public samplers' seed (longtail.data.ClassAwareSampler draws the same epochs on the CPU).
+    return torch.Generator(device=device).manual_seed(epoch_seed(config.seed, epoch))
 
 
 def train_one_epoch(run: Run, epoch: int, progress: Any = None) -> float:

@@ -175,7 +175,7 @@ def test_the_wheel_ships_the_package_typing_marker_and_license_metadata(built):
     assert "License-Expression: MIT" in headers and "License-File: LICENSE" in headers
     assert "Requires-Dist: torch>=2.1" in headers
     assert sorted(h.split(": ", 1)[1] for h in headers if h.startswith("Provides-Extra:")) == [
-        "bench", "hf", "lightning", "plot", "progress", "tensorboard", "test"]  # no `sklearn` extra: longtail.sklearn needs only numpy and torch
+        "bench", "hf", "images", "lightning", "plot", "progress", "tensorboard", "test"]  # no `sklearn` extra: longtail.sklearn needs only numpy and torch
     urls = [h for h in headers if h.startswith("Project-URL:")]
     assert {u.split(": ", 1)[1].split(",")[0] for u in urls} == {"Homepage", "Repository", "Issues", "Documentation"}
 

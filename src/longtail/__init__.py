@@ -70,6 +70,7 @@ _SUBMODULES = (
     "bias_init",
     "checks",
     "cli",
+    "cli_counts",
     "cli_runs",
     "cli_tune",
     "confusion",

@@ -1,4 +1,5 @@
-"""The ``longtail`` command: ``train``, ``weights`` and ``demo``."""
+"""The ``longtail`` command: ``train``, ``weights`` and ``demo`` (the others: ``cli_runs``, ``cli_tune``,
+``cli_counts``)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,11 @@ def _base_type(annotation: Any) -> Any:
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
         return args[0] if len(args) == 1 else annotation
     return annotation
+
+
+class _DeclaredImbalance(float):
+    """The declared default of ``--imbalance``, told apart from the same value given: a dataset that is used as it is
+    (``DatasetSpec.draw_long_tail=False``) then trains at 1, its own tail; one given draws a tail from it."""
 
 
 def _int_list(text: str) -> list[int]:
@@ -64,6 +70,7 @@ def _field_option(parser: argparse.ArgumentParser, name: str, default: Any = dat
     f = next(f for f in dataclasses.fields(TrainConfig) if f.name == name)
     if default is dataclasses.MISSING:
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        default = _DeclaredImbalance(default) if name == "imbalance" else default
     flag = "--" + f.name.replace("_", "-")
     kind = _base_type(_config_types()[f.name])
     help_text = prefix + f.metadata["help"]
@@ -98,6 +105,11 @@ def _config_from(args: argparse.Namespace) -> Any:
     from .train.config import TrainConfig
 
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    if isinstance(values["imbalance"], _DeclaredImbalance):  # no --imbalance (nor a preset's, a config file's)
+        from .data.registry import DATASETS
+
+        spec = DATASETS.get(values["dataset"])  # a dataset of yours (folder, arrays): its natural tail, at 1
+        values["imbalance"] = 1.0 if spec is not None and not spec.draw_long_tail else float(values["imbalance"])
     try:
         return TrainConfig(**values, tau=args.tau)
     except (TypeError, ValueError) as exc:
@@ -230,6 +242,9 @@ def build_parser(train_defaults: dict[str, Any] | None = None) -> argparse.Argum
     from .cli_tune import add_tune_command
 
     add_tune_command(commands, _add_config_arguments, _config_from, train_defaults)  # tune-beta
+    from .cli_counts import add_counts_command
+
+    add_counts_command(commands, _float_list)  # counts
     from .plugins import PLUGIN_ENV, PLUGIN_GROUP
 
     for command in commands.choices.values():  # read before the parser is built (_load_plugins); here for --help
@@ -259,18 +274,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_weights(args: argparse.Namespace) -> int:
-    import warnings
-
     import torch
-
-    from .weights import (
-        BetaRangeWarning,
-        beta_range,
-        beta_range_message,
-        beta_regime,
-        class_balanced_weights,
-        effective_number,
-    )
 
     if args.accuracy is not None:
         from .weights import cdb_weights, dynamic_tau
@@ -292,31 +296,9 @@ def _cmd_weights(args: argparse.Namespace) -> int:
 
         labels = load_dataset(args.dataset, args.data_dir, train=True).labels
         counts = training_split(args.dataset, labels, args.imbalance, args.profile, n_max=args.n_max).counts.double()
-    if not args.beta:  # --beta "" parses to an empty list
-        raise CliError("beta must be one or more comma-separated numbers in [0, 1]; got an empty list")
-    header = f"{'class':>5} {'count':>8}" + "".join(f" {'w(' + format(b, 'g') + ')':>11}" for b in args.beta)
-    try:
-        with warnings.catch_warnings():  # said once per beta below, as a line of its own
-            warnings.simplefilter("ignore", BetaRangeWarning)
-            table = [class_balanced_weights(counts, b, zero_counts=args.zero_counts, dtype=torch.float64)
-                     for b in args.beta]
-    except ValueError as exc:
-        # The library's hint names its keyword argument; on the command line it is an option.
-        raise CliError(str(exc).replace("pass zero_counts='ignore'", "pass --zero-counts ignore")) from None
-    print("class-balanced weights (sum to C); effective number E(n) at the largest beta in the last column")
-    print(header + f" {'E(n)':>10}")
-    effective = effective_number(counts, max(args.beta))
-    for c in range(len(counts)):
-        row = f"{c:>5} {counts[c].item():>8g}" + "".join(f" {w[c].item():>11.4f}" for w in table)
-        print(row + f" {effective[c].item():>10.1f}")
-    # Beyond the paper: a line (on stderr, after the table) for each beta outside the range where the weights
-    # interpolate between uniform and inverse frequency; 0 and 1 are deliberate.
-    low, high = beta_range(counts)
-    for b in args.beta:
-        outside = 0.0 < b < 1.0 and not low <= b <= high
-        if outside and beta_regime(counts, b, zero_counts=args.zero_counts) != "balanced":
-            message = beta_range_message(counts, b, zero_counts=args.zero_counts)
-            sys.stderr.write(f"longtail weights: beta {b:g} is outside the range: {message}\n")
+    from .cli_counts import print_weights_table  # the table that longtail counts prints too
+
+    print_weights_table(counts, args.beta, zero_counts=args.zero_counts, command="weights")
     return 0
 
 
@@ -383,6 +365,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .cli_tune import TUNE_COMMANDS
 
     handlers.update(TUNE_COMMANDS)
+    from .cli_counts import COUNTS_COMMANDS
+
+    handlers.update(COUNTS_COMMANDS)
     try:
         return handlers[args.command](args)
     except CliError as exc:

@@ -1,8 +1,10 @@
-"""Per-class counts of a training set, from labels, multi-hot targets or a DataLoader."""
+"""Per-class counts of a training set, from labels, multi-hot targets, a DataLoader, or a dataset on disk (an image
+folder, a table, a ``.npz``: :mod:`longtail.data.counting`, nothing decoded)."""
 
 from __future__ import annotations
 
 import numbers
+import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -76,12 +78,22 @@ def _counts_of_tensor(
     return torch.bincount(flat.cpu(), minlength=num_classes)
 
 
+def _counts_of_path(path: str | os.PathLike[str], num_classes: int | None, target: str | None) -> torch.Tensor:
+    from .data.counting import path_counts
+
+    found = path_counts(path, target)
+    if num_classes is not None and check_num_classes(num_classes) != len(found.classes):
+        raise ValueError(f"num_classes must be the {len(found.classes)} classes of {found.source}; got {num_classes}")
+    return torch.tensor(found.counts, dtype=torch.int64)
+
+
 def class_counts(
     labels: Any,
-    num_classes: int,
+    num_classes: int | None = None,
     *,
     ignore_index: int = -100,
     multi_label: bool | None = None,
+    target: str | None = None,
 ) -> torch.Tensor:
     """Number of training samples of each class.
 
@@ -93,25 +105,40 @@ def class_counts(
               is the number of samples labelled ``c`` (the column sum; fractional for soft targets);
             - an iterable of batches, such as a ``DataLoader``: each batch is either the targets,
               a tuple/list ``(inputs, targets, ...)`` or a dict with a ``"label(s)"``/``"target(s)"``
-              key; the counts of all batches are summed.
-        num_classes: ``C``.
+              key; the counts of all batches are summed;
+            - a path (a ``pathlib.Path``, or a ``str`` naming one that exists) to a dataset on disk, counted
+              without decoding it (:func:`longtail.data.counting.path_counts`): an image folder (its training
+              split; classes are the sorted folder names), a ``.csv`` / ``.tsv`` / ``.parquet`` table (its
+              ``target`` column) or a ``.npz`` (its ``y``). ``ignore_index`` and ``multi_label`` do not apply.
+        num_classes: ``C``; optional for a path, whose classes are its own (if given, it must be their number).
         ignore_index: label value that is not counted.
         multi_label: force the interpretation: ``True`` reads an integer ``(N, C)`` 0/1 tensor as
             multi-hot, ``False`` reads any input as class labels. ``None`` decides by dtype.
+        target: a table's label column (a path to a table only).
 
     Returns:
         Tensor of shape ``(C,)``, int64 (float64 for fractional soft-target counts), on the CPU.
 
     Raises:
-        TypeError: a bool or non-integer ``num_classes`` / ``ignore_index``, non-integer class labels, or
-            ``labels`` of an unsupported type.
+        TypeError: a bool or non-integer ``num_classes`` / ``ignore_index``, no ``num_classes`` for labels that
+            are not a path, non-integer class labels, or ``labels`` of an unsupported type (a ``str`` that names
+            no existing path included).
         ValueError: ``num_classes < 1``, labels outside ``[0, C)``, multi-hot targets of the wrong shape or
-            outside ``[0, 1]``, or an empty iterable of batches.
+            outside ``[0, 1]``, or an empty iterable of batches; for a path, what
+            :mod:`longtail.data.counting` refuses (an empty class folder, a missing label column, not a table).
+        FileNotFoundError: a ``pathlib.Path`` that does not exist.
 
     Example:
         >>> class_counts([0, 0, 1, 2, 2, 2, -100], num_classes=4)
         tensor([2, 1, 3, 0])
     """
+    if isinstance(labels, os.PathLike) or (isinstance(labels, str) and os.path.exists(labels)):
+        return _counts_of_path(labels, num_classes, target)
+    if target is not None:
+        raise TypeError(f"target names a table's label column; labels is not a path but {type(labels).__name__}")
+    if num_classes is None:
+        raise TypeError("class_counts() needs num_classes, except for a path (an image folder or a file names its "
+                        "classes)")
     num_classes = check_num_classes(num_classes)
     ignore_index = check_ignore_index(ignore_index)
     if isinstance(labels, (torch.Tensor, np.ndarray, numbers.Integral)) or _is_number_sequence(labels):

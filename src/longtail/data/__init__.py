@@ -10,11 +10,18 @@
   any ``DataLoader`` that draw each epoch with class probabilities ``p_j ~ n_j**q`` (instance, square-root,
   class-balanced, progressive, any power ``q``), seeded and with ``set_epoch``; the distributed one gives every
   process a disjoint shard of the same epoch sample. The trainer draws its epochs with the same code.
+* :func:`folder_counts`, :func:`table_counts`, :func:`npz_counts` (:func:`path_counts` picks one): per-class
+  counts of an image folder, a table or a ``.npz`` without decoding it (:class:`ClassCounts`; ``longtail counts``).
+* :func:`read_image_folder` / :func:`load_folder` (``--dataset folder``) and :func:`load_arrays` (``--dataset
+  arrays``): your images or a ``.npz`` as a dataset, a test split carved where there is none
+  (:func:`carve_test_split`; ``docs/your_data.md``).
 * :func:`read_idx`: the MNIST IDX format, gzipped or not, with header validation.
 * :func:`download_fashion_mnist`: SHA-256-verified, atomic download.
 """
 
+from .arrays import carve_test_split, load_arrays
 from .cifar import RestrictedUnpickler, load_cifar10, load_cifar100, restricted_load
+from .counting import ClassCounts, folder_counts, npz_counts, path_counts, table_counts
 from .datasets import (
     DATA_ENV,
     DEBIAN_FASHION_MNIST_DIR,
@@ -34,6 +41,7 @@ from .download import (
     download_fashion_mnist,
     download_verified,
 )
+from .folder import load_folder, read_image_folder
 from .idx import read_idx
 from .registry import DATASETS, DatasetSpec, dataset_spec, load_dataset, register_dataset, training_split
 from .samplers import SAMPLERS, ClassAwareSampler, DistributedClassAwareSampler
@@ -57,22 +65,31 @@ __all__ = [
     "RestrictedUnpickler",
     "SAMPLERS",
     "ClassAwareSampler",
+    "carve_test_split",
+    "ClassCounts",
     "DistributedClassAwareSampler",
     "content_sha256",
     "dataset_spec",
     "default_cache_dir",
     "download_fashion_mnist",
     "download_verified",
+    "folder_counts",
+    "load_arrays",
     "load_cifar10",
     "load_dataset",
     "load_cifar100",
     "load_fashion_mnist",
+    "load_folder",
     "load_mnist",
     "long_tailed_counts",
     "long_tailed_indices",
+    "npz_counts",
+    "path_counts",
     "read_idx",
+    "read_image_folder",
     "register_dataset",
     "restricted_load",
     "synthetic_images",
+    "table_counts",
     "training_split",
 ]

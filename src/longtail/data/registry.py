@@ -17,7 +17,9 @@ import torch
 
 from ..checks import check_registration
 from .cifar import load_cifar10, load_cifar100
+from .arrays import load_arrays
 from .datasets import LabelledImages, load_fashion_mnist, load_mnist
+from .folder import load_folder, load_folder_validation
 from .subsample import LongTailedSplit, long_tailed_indices
 from .synthetic import synthetic_images
 
@@ -35,12 +37,19 @@ class DatasetSpec:
             a dataset of yours): the training split is used as it is at ``imbalance=1``, every image kept; an
             ``imbalance`` above 1 still draws a long tail from it, with a warning (its head is then its smallest
             class, as for a balanced source).
+        reads: configuration fields passed to ``load`` (and ``load_validation``) by name, as a model's
+            ``ModelSpec.reads`` (``folder`` reads ``image_size``, ``test_fraction`` and ``test_seed``); the
+            built-in sets read none.
+        load_validation: ``load_validation(data_dir, **fields)`` -> the dataset's own validation split, or None
+            (then ``val_per_class`` images of each class are held out of the training split); None: it has none.
     """
 
     summary: str
-    load: Callable[[str | None, bool, bool], LabelledImages]
+    load: Callable[..., LabelledImages]
     downloadable: bool = False
     draw_long_tail: bool = False
+    reads: tuple[str, ...] = ()
+    load_validation: Callable[..., LabelledImages | None] | None = None
 
     def describe(self) -> str:
         return self.summary + ("" if self.draw_long_tail else " [used as it is at imbalance 1]")
@@ -61,6 +70,11 @@ DATASETS: dict[str, DatasetSpec] = {
                             draw_long_tail=True),
     "synthetic": DatasetSpec("a small generated set for quick checks (no files)",
                              lambda data_dir, train, download: synthetic_images(train), draw_long_tail=True),
+    "folder": DatasetSpec("your images: --data-dir DIR of class folders, or of train/, test/ (and val/) folders "
+                          "holding them (needs Pillow; docs/your_data.md)", load_folder,
+                          reads=("image_size", "test_fraction", "test_seed"), load_validation=load_folder_validation),
+    "arrays": DatasetSpec("your arrays: --data-dir FILE.npz with x, y (and x_test, y_test, classes; "
+                          "docs/your_data.md)", load_arrays, reads=("test_fraction", "test_seed")),
 }
 
 
@@ -83,9 +97,12 @@ def dataset_spec(name: str) -> DatasetSpec:
     return DATASETS[name]
 
 
-def load_dataset(name: str, data_dir: str | None, train: bool, download: bool = False) -> LabelledImages:
-    """The named dataset's train or test split; ``download`` fetches it where the dataset supports that."""
-    return dataset_spec(name).load(data_dir, train, download)
+def load_dataset(name: str, data_dir: str | None, train: bool, download: bool = False, **fields: Any) -> LabelledImages:
+    """The named dataset's train or test split; ``download`` fetches it where the dataset supports that. ``fields``:
+    configuration fields; those the spec ``reads`` are passed on (the others, and those not given, take the
+    loader's defaults)."""
+    spec = dataset_spec(name)
+    return spec.load(data_dir, train, download, **{key: fields[key] for key in spec.reads if key in fields})
 
 
 def training_split(name: str, labels: torch.Tensor | Sequence[int], imbalance: float, profile: str = "exp",

@@ -103,6 +103,13 @@ class TrainConfig:
     val_per_class: int = option(0, "balanced validation images held out per class before the imbalance "
                                 "(the losses that need it say so)", check=integer(0))
     subset_seed: int = option(0, "seed of the long-tailed subset draw", check=check_run_seed)
+    image_size: int | None = option(None, "with --dataset folder: every image resized to this many pixels square "
+                                    "(default: the folder's most common size)", check=integer(1), optional=True)
+    test_fraction: float = option(0.2, "a dataset of yours without a test split (folder, arrays): this fraction of "
+                                  "each class is carved out as the test set",
+                                  check=real(low=0.0, high=1.0, low_open=True, high_open=True))
+    test_seed: int = option(0, "seed of that carved test set (not the run's seed: the same test set for every run)",
+                            check=check_run_seed)
 
     # loss
     loss: str = option("ce", "the loss (see the list below)", choices=lambda: LOSSES)

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ..data.registry import load_dataset, training_split
+from ..data.registry import dataset_spec, load_dataset, training_split
 from .config import TrainConfig
 
 
@@ -75,9 +75,13 @@ class PreparedData:
 
 def prepare_data(config: TrainConfig, device: torch.device) -> PreparedData:
     """Loads the dataset, draws the long-tailed split (a dataset that is not a benchmark one: its own split, see
-    :func:`longtail.data.training_split`) and moves everything to ``device``."""
-    full_train = load_dataset(config.dataset, config.data_dir, train=True, download=config.download)
-    test = load_dataset(config.dataset, config.data_dir, train=False, download=config.download)
+    :func:`longtail.data.training_split`) and moves everything to ``device``. A dataset with its own validation
+    split (``DatasetSpec.load_validation``, a folder's ``val/``) has it as the validation split, nothing held out."""
+    spec = dataset_spec(config.dataset)
+    fields = {name: getattr(config, name) for name in spec.reads}  # the built-in sets read none
+    full_train = load_dataset(config.dataset, config.data_dir, train=True, download=config.download, **fields)
+    test = load_dataset(config.dataset, config.data_dir, train=False, download=config.download, **fields)
+    given_val = None if spec.load_validation is None else spec.load_validation(config.data_dir, **fields)
     split = training_split(
         config.dataset,
         full_train.labels,
@@ -85,7 +89,7 @@ def prepare_data(config: TrainConfig, device: torch.device) -> PreparedData:
         config.profile,
         n_max=config.n_max,
         seed=config.subset_seed,
-        val_per_class=config.val_per_class,
+        val_per_class=config.val_per_class if given_val is None else 0,
         num_classes=full_train.num_classes,
     )
     # Statistics of the training subset, so the test set is normalised like the data the model saw.
@@ -98,15 +102,17 @@ def prepare_data(config: TrainConfig, device: torch.device) -> PreparedData:
         return DeviceSplit(((x - mean) / std).to(device), labels.to(device))
 
     train = to_device(train_images, full_train.labels[split.train_indices], already_float=True)
-    val = None
-    if len(split.val_indices):
+    val, val_counts = None, split.val_counts
+    if given_val is not None:
+        val, val_counts = to_device(given_val.images, given_val.labels), given_val.class_counts()
+    elif len(split.val_indices):
         val = to_device(full_train.images[split.val_indices], full_train.labels[split.val_indices])
     return PreparedData(
         train=train,
         val=val,
         test=to_device(test.images, test.labels),
         counts=split.counts.cpu(),
-        val_counts=split.val_counts.cpu(),
+        val_counts=val_counts.cpu(),
         classes=full_train.classes,
         mean=tuple(mean.flatten().tolist()),
         std=tuple(std.flatten().tolist()),

@@ -231,7 +231,8 @@ def test_build_model_registry() -> None:
 
 
 def test_build_model_unknown_name_lists_known() -> None:
-    with pytest.raises(ValueError, match=r"model must be one of 'resnet20', .*'resnet32'.*'small_cnn'; got 'resnet18'"):
+    with pytest.raises(ValueError,
+                       match=r"model must be one of 'mlp', 'resnet20', .*'resnet32'.*'small_cnn'; got 'resnet18'"):
         build_model("resnet18", 10, 3)
 
 

@@ -14,7 +14,8 @@
   counts of an image folder, a table or a ``.npz`` without decoding it (:class:`ClassCounts`; ``longtail counts``).
 * :func:`read_image_folder` / :func:`load_folder` (``--dataset folder``) and :func:`load_arrays` (``--dataset
   arrays``): your images or a ``.npz`` as a dataset, a test split carved where there is none
-  (:func:`carve_test_split`; ``docs/your_data.md``).
+  (:func:`carve_test_split`; ``docs/your_data.md``); :func:`load_table` (``--dataset table``): a CSV, TSV or
+  Parquet table's numeric features as ``(N, F, 1, 1)`` float "images", for ``--model mlp``.
 * :func:`read_idx`: the MNIST IDX format, gzipped or not, with header validation.
 * :func:`download_fashion_mnist`: SHA-256-verified, atomic download.
 """
@@ -47,6 +48,7 @@ from .registry import DATASETS, DatasetSpec, dataset_spec, load_dataset, registe
 from .samplers import SAMPLERS, ClassAwareSampler, DistributedClassAwareSampler
 from .subsample import PROFILES, LongTailedSplit, long_tailed_counts, long_tailed_indices
 from .synthetic import synthetic_images
+from .table import load_table, read_table
 
 __all__ = [
     "DATASETS",
@@ -81,12 +83,14 @@ __all__ = [
     "load_fashion_mnist",
     "load_folder",
     "load_mnist",
+    "load_table",
     "long_tailed_counts",
     "long_tailed_indices",
     "npz_counts",
     "path_counts",
     "read_idx",
     "read_image_folder",
+    "read_table",
     "register_dataset",
     "restricted_load",
     "synthetic_images",

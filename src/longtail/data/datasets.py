@@ -67,7 +67,9 @@ class LabelledImages(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     """A labelled image set held in memory.
 
     Attributes:
-        images: uint8 ``(N, C, H, W)`` (channel-first even for grey images, ``C = 1``), values 0-255.
+        images: uint8 ``(N, C, H, W)`` (channel-first even for grey images, ``C = 1``), values 0-255; or float32
+            features of a table, ``(N, F, 1, 1)`` (one channel a feature, :func:`longtail.data.load_table`), used
+            as they are (not divided by 255).
         labels: int64 ``(N,)`` with values in ``[0, len(classes))``.
         classes: class names; ``classes[k]`` names label ``k``.
 
@@ -85,10 +87,10 @@ class LabelledImages(Dataset[tuple[torch.Tensor, torch.Tensor]]):
                 f"images and labels must be tensors; got {type(self.images).__name__} and "
                 f"{type(self.labels).__name__}"
             )
-        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
-            raise ValueError(
-                f"images must be uint8 (N, C, H, W); got {self.images.dtype} with shape {tuple(self.images.shape)}"
-            )
+        features = self.images.dtype == torch.float32 and self.images.dim() == 4 and self.images.shape[-2:] == (1, 1)
+        if not features and (self.images.dtype != torch.uint8 or self.images.dim() != 4):
+            raise ValueError(f"images must be uint8 (N, C, H, W) or float32 features (N, F, 1, 1); got "
+                             f"{self.images.dtype} with shape {tuple(self.images.shape)}")
         if self.labels.dtype != torch.int64 or self.labels.dim() != 1:
             raise ValueError(
                 f"labels must be int64 (N,); got {self.labels.dtype} with shape {tuple(self.labels.shape)}"

@@ -21,6 +21,7 @@ from .arrays import load_arrays
 from .datasets import LabelledImages, load_fashion_mnist, load_mnist
 from .folder import load_folder, load_folder_validation
 from .subsample import LongTailedSplit, long_tailed_indices
+from .table import load_table
 from .synthetic import synthetic_images
 
 
@@ -42,6 +43,8 @@ class DatasetSpec:
             built-in sets read none.
         load_validation: ``load_validation(data_dir, **fields)`` -> the dataset's own validation split, or None
             (then ``val_per_class`` images of each class are held out of the training split); None: it has none.
+        augmentable: its inputs are images, which pad-and-crop and flipping (``augment``) apply to; False: a
+            table's features (``table``), with which ``augment=True`` is refused.
     """
 
     summary: str
@@ -50,6 +53,7 @@ class DatasetSpec:
     draw_long_tail: bool = False
     reads: tuple[str, ...] = ()
     load_validation: Callable[..., LabelledImages | None] | None = None
+    augmentable: bool = True
 
     def describe(self) -> str:
         return self.summary + ("" if self.draw_long_tail else " [used as it is at imbalance 1]")
@@ -75,6 +79,10 @@ DATASETS: dict[str, DatasetSpec] = {
                           reads=("image_size", "test_fraction", "test_seed"), load_validation=load_folder_validation),
     "arrays": DatasetSpec("your arrays: --data-dir FILE.npz with x, y (and x_test, y_test, classes; "
                           "docs/your_data.md)", load_arrays, reads=("test_fraction", "test_seed")),
+    "table": DatasetSpec("your table: --data-dir FILE (.csv, .tsv, .parquet) with --target COLUMN, numeric feature "
+                         "columns standardised on the training rows (--model mlp, --no-augment; docs/your_data.md)",
+                         load_table, reads=("target", "encode_categorical", "test_fraction", "test_seed"),
+                         augmentable=False),
 }
 
 

@@ -7,17 +7,21 @@ name; :func:`register_model` adds yours. :class:`Classifier` is the base that gi
 from its backbone (``embed``) and its ``fc``.
 """
 
+from .backbones import Backbone
 from .base import Classifier, linear_head
 from .heads import NormedLinear, PriorAdjusted, ScaledClassifier, TauNormalized
+from .mlp import MLP
 from .registry import MODELS, ModelSpec, available_models, build_configured_model, build_model, register_model
 from .resnet_cifar import BasicBlock, CifarResNet, resnet20, resnet32, resnet44, resnet56
 from .small_cnn import SmallCNN
 
 __all__ = [
     "MODELS",
+    "Backbone",
     "BasicBlock",
     "CifarResNet",
     "Classifier",
+    "MLP",
     "ModelSpec",
     "NormedLinear",
     "PriorAdjusted",

@@ -14,10 +14,13 @@ from typing import Any
 from torch import nn
 
 from ..checks import check_choice, check_int, check_num_classes, check_registration
+from .backbones import build_backbone, check_backbone_name, split_backbone_name
+from .mlp import MLP
 from .resnet_cifar import resnet20, resnet32, resnet44, resnet56
 from .small_cnn import SmallCNN
 
-__all__ = ["MODELS", "ModelSpec", "available_models", "build_configured_model", "build_model", "register_model"]
+__all__ = ["MODELS", "ModelSpec", "available_models", "build_configured_model", "build_model", "check_model_name",
+           "register_model"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ MODELS: dict[str, ModelSpec] = {
     "resnet32": ModelSpec("CIFAR ResNet-32 (the papers' CIFAR-LT network)", resnet32),
     "resnet44": ModelSpec("CIFAR ResNet-44", resnet44),
     "resnet56": ModelSpec("CIFAR ResNet-56", resnet56),
+    "mlp": ModelSpec("MLP for tables (--dataset table): two hidden layers of --hidden units", MLP, reads=("hidden",)),
 }
 
 
@@ -92,6 +96,14 @@ def build_model(name: str, num_classes: int, in_channels: int, **kwargs: Any) ->
     return MODELS[name].build(num_classes=num_classes, in_channels=in_channels, **kwargs)
 
 
+def check_model_name(name: str, value: object) -> str:
+    """A registered model's name, or a backbone name (``hf:PATH``, ``timm:NAME``; ``custom:CLASS``, a module of
+    yours given to the trainer), as :class:`longtail.train.TrainConfig` checks its ``model``."""
+    if isinstance(value, str) and split_backbone_name(value) is not None:
+        return check_backbone_name(name, value)
+    return check_choice(name, value, available_models())
+
+
 def build_configured_model(config: Any, num_classes: int, in_channels: int, *, use_norm: bool) -> nn.Module:
     """The model ``config.model`` names, built with the configuration fields its spec reads.
 
@@ -100,7 +112,13 @@ def build_configured_model(config: Any, num_classes: int, in_channels: int, *, u
         num_classes: outputs ``C``.
         in_channels: input channels.
         use_norm: a cosine classifier head (:class:`~longtail.models.NormedLinear`), as LDAM's loss asks.
+
+    A name with a backbone prefix, ``hf:PATH`` or ``timm:NAME`` (with ``config.pretrained``), is a pretrained
+    backbone under longtail's head (:mod:`longtail.models.backbones`).
     """
+    if split_backbone_name(config.model) is not None:  # hf:PATH, timm:NAME (backbones.py)
+        return build_backbone(config.model, num_classes, in_channels, use_norm=use_norm,
+                              pretrained=getattr(config, "pretrained", None))
     spec = MODELS[check_choice("model", config.model, available_models())]
     return build_model(config.model, num_classes, in_channels, use_norm=use_norm,
                        **{name: getattr(config, name) for name in spec.reads})

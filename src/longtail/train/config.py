@@ -22,7 +22,7 @@ from ..checks import check_choice
 from ..data.registry import DATASETS
 from ..data.subsample import PROFILES
 from ..difficulty import DIFFICULTIES
-from ..models import available_models
+from ..models.registry import check_model_name
 from ..weights import STABLE_DIFFICULTY, STABLE_MAX_RATIO, STABLE_MOMENTUM, STABLE_PRIOR
 from .losses import LOSSES, loss_spec
 from .posthoc import POSTHOC
@@ -110,6 +110,9 @@ class TrainConfig:
                                   check=real(low=0.0, high=1.0, low_open=True, high_open=True))
     test_seed: int = option(0, "seed of that carved test set (not the run's seed: the same test set for every run)",
                             check=check_run_seed)
+    target: str | None = option(None, "with --dataset table: the label column", check=check_text, optional=True)
+    encode_categorical: bool = option(False, "with --dataset table: one-hot encode the feature columns that hold text "
+                                      "(else they are refused by name)", check=check_flag)
 
     # loss
     loss: str = option("ce", "the loss (see the list below)", choices=lambda: LOSSES)
@@ -161,9 +164,14 @@ class TrainConfig:
                                     "start (0.1 in the authors' recipe)", check=UNIT, optional=True)
 
     # model and optimisation
-    model: str = option("small_cnn", "the network (see the list below)",
-                        choices=lambda: tuple(available_models()))
+    model: str = option("small_cnn", "the network: one of the list below, or a pretrained backbone under longtail's "
+                        "head: hf:PATH (a transformers image model saved with save_pretrained in the folder PATH) or "
+                        "timm:NAME (with --pretrained FILE; needs timm)", check=check_model_name)
+    pretrained: str | None = option(None, "with --model timm:NAME: its weights, a state dict saved with torch.save "
+                                    "(or a .safetensors file); default: timm's random initialisation",
+                                    check=check_text, optional=True)
     width: int = option(16, "small_cnn first-stage channels", check=integer(1))
+    hidden: int = option(256, "mlp: units of each of its two hidden layers", check=integer(1))
     epochs: int = option(10, "training epochs (0 with init_from: evaluate, or post-hoc adjust, the parent's model)",
                          check=integer(0))
     batch_size: int = option(128, "training batch size (over all processes; at least 2 per process)",
@@ -217,6 +225,9 @@ class TrainConfig:
             if meta["check"] is not None:
                 value = meta["check"](f.name, value)
             setattr(self, f.name, value)
+        if self.pretrained is not None and not self.model.startswith("timm:"):
+            raise ValueError(f"pretrained must be None unless model is timm:NAME (an hf:PATH folder holds its own "
+                             f"weights); got pretrained={self.pretrained!r} with model={self.model!r}")
         spec, stage = loss_spec(self.loss), stage_spec(self.stage)
         if self.sampler is None:
             self.sampler = stage.sampler
@@ -351,4 +362,9 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
-__all__ = ["TrainConfig", "load_config_file", "option"]
+def naming_model(config: TrainConfig, model: Any) -> TrainConfig:
+    """``config``, with ``model = "custom:<its class>"`` where a module of yours is given (result.json names it)."""
+    return config if model is None else dataclasses.replace(config, model=f"custom:{type(model).__name__}")
+
+
+__all__ = ["TrainConfig", "load_config_file", "naming_model", "option"]

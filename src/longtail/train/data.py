@@ -41,7 +41,8 @@ class PreparedData:
     counts: torch.Tensor  # (C,) training images per class, CPU int64
     val_counts: torch.Tensor
     classes: tuple[str, ...]
-    # Per-channel statistics of the training subset that every split was normalised with (x / 255 - mean) / std:
+    # Per-channel statistics of the training subset that every split was normalised with (x / 255 - mean) / std
+    # (a table's float features: (x - mean) / std, one channel a feature):
     # a model trained on these sees raw inputs only through them (checkpoints carry them).
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
@@ -78,6 +79,9 @@ def prepare_data(config: TrainConfig, device: torch.device) -> PreparedData:
     :func:`longtail.data.training_split`) and moves everything to ``device``. A dataset with its own validation
     split (``DatasetSpec.load_validation``, a folder's ``val/``) has it as the validation split, nothing held out."""
     spec = dataset_spec(config.dataset)
+    if config.augment and not spec.augmentable:
+        raise ValueError(f"augment must be False for dataset {config.dataset!r}, whose inputs are features, not images "
+                         "(pad-and-crop would shift them into each other's place); pass --no-augment")
     fields = {name: getattr(config, name) for name in spec.reads}  # the built-in sets read none
     full_train = load_dataset(config.dataset, config.data_dir, train=True, download=config.download, **fields)
     test = load_dataset(config.dataset, config.data_dir, train=False, download=config.download, **fields)
@@ -92,13 +96,18 @@ def prepare_data(config: TrainConfig, device: torch.device) -> PreparedData:
         val_per_class=config.val_per_class if given_val is None else 0,
         num_classes=full_train.num_classes,
     )
-    # Statistics of the training subset, so the test set is normalised like the data the model saw.
-    train_images = full_train.images[split.train_indices].float().div_(255)
+    # Statistics of the training subset, so the test set is normalised like the data the model saw (a table's
+    # features: standardised with its training rows' mean and std, one channel a feature).
+    train_images = _as_float(full_train.images[split.train_indices])
     mean = train_images.mean(dim=(0, 2, 3), keepdim=True)
     std = train_images.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+    if full_train.images.dtype != torch.uint8:
+        # A table's feature that is constant over the training rows would be divided by 1e-6 (its test values blown
+        # up by 1e6): it is only centred (std 1). Images keep the clamp, bit for bit.
+        std = torch.where(std <= 1e-6, torch.ones_like(std), std)
 
     def to_device(images: torch.Tensor, labels: torch.Tensor, already_float: bool = False) -> DeviceSplit:
-        x = images if already_float else images.float().div_(255)
+        x = images if already_float else _as_float(images)
         return DeviceSplit(((x - mean) / std).to(device), labels.to(device))
 
     train = to_device(train_images, full_train.labels[split.train_indices], already_float=True)
@@ -117,6 +126,11 @@ def prepare_data(config: TrainConfig, device: torch.device) -> PreparedData:
         mean=tuple(mean.flatten().tolist()),
         std=tuple(std.flatten().tolist()),
     )
+
+
+def _as_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels as floats in [0, 1]; float features (a table's) as they are."""
+    return images.float().div_(255) if images.dtype == torch.uint8 else images.float()
 
 
 def augment_batch(images: torch.Tensor, pad: int, flip: bool, generator: torch.Generator) -> torch.Tensor:

@@ -89,8 +89,13 @@ def checkpoint_path(path: str | os.PathLike[str]) -> Path:
     return path / CHECKPOINT if path.is_dir() else path
 
 
-def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> TrainedModel:
+def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu", *,
+               model: nn.Module | None = None) -> TrainedModel:
     """The model of a run (its folder or its ``checkpoint.pt``), ready for :meth:`TrainedModel.predict`.
+
+    The model is built again from the run's configuration (an ``hf:PATH`` backbone from its folder, as in
+    training) and the checkpoint's weights loaded into it; a run of a module of yours (``model = "custom:..."``)
+    needs ``model``, a module of the same class (its weights are replaced by the run's).
 
     Raises:
         ValueError: not a trainer checkpoint, or one written before checkpoints carried the data
@@ -108,7 +113,7 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
         raise ValueError(f"{file} was written by a version of longtail whose checkpoints do not carry the class "
                          "names and the normalisation statistics; train the run again to predict with it")
     config = TrainConfig.from_dict(checkpoint["config"])
-    model = build_network(config, len(data["classes"]), int(data["in_channels"]))
+    model = build_network(config, len(data["classes"]), int(data["in_channels"]), model=model)
     model.load_state_dict(_plain_classifier(checkpoint["model"]))
     posthoc = checkpoint.get("posthoc")
     if posthoc is not None:

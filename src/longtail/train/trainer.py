@@ -42,7 +42,8 @@ from ..checks import check_batch_per_process, check_output_folder, value_checks
 from ..data.samplers import epoch_seed
 from ..drw import DeferredReweighting
 from ..models import build_configured_model
-from .config import TrainConfig
+from ..models.backbones import adopt_model
+from .config import TrainConfig, naming_model
 from .data import PreparedData, augment_batch, prepare_data
 from .device import autocast_enabled, cpu_has_native_bfloat16, distributed, init_distributed, resolve_device
 from .device import synchronize
@@ -59,11 +60,17 @@ from .stages import MaxNorm, StageSpec, load_parent_weights, prepare_stage, read
 # --- building a run ------------------------------------------------------------------------------
 
 
-def build_network(config: TrainConfig, num_classes: int, in_channels: int, spec: LossSpec | None = None) -> nn.Module:
-    """The model of ``config`` (the fields its :class:`longtail.models.ModelSpec` reads), with the head and bias
-    initialisation its loss asks for (``spec``: the loss's, default ``config.loss``'s)."""
+def build_network(config: TrainConfig, num_classes: int, in_channels: int, spec: LossSpec | None = None, *,
+                  model: nn.Module | None = None) -> nn.Module:
+    """The model of ``config`` (the fields its :class:`longtail.models.ModelSpec` reads), or ``model``, a module of
+    yours (:func:`longtail.models.backbones.adopt_model`), with the head and bias initialisation its loss asks for
+    (``spec``: the loss's, default ``config.loss``'s)."""
     spec = spec or loss_spec(config.loss)
-    model = build_configured_model(config, num_classes, in_channels, use_norm=spec.head == "cosine")
+    if model is None:
+        model = build_configured_model(config, num_classes, in_channels, use_norm=spec.head == "cosine")
+    else:
+        model = adopt_model(model, num_classes, use_norm=spec.head == "cosine",
+                            frozen_stage=config.stage if stage_spec(config.stage).frozen_backbone else None)
     if spec.prior_bias:
         init_prior_bias(model.fc)
     return model
@@ -166,6 +173,7 @@ def build_run(
     *,
     load_parent: bool = True,
     rank_and_world_size: tuple[int, int] | None = None,
+    model: nn.Module | None = None,
 ) -> Run:
     """Data, model, loss, optimiser and hooks of ``config``, on ``device`` (default: ``config.device``).
 
@@ -173,8 +181,10 @@ def build_run(
     model's initialisation is seeded by ``config.seed``; with ``init_from`` the parent run's weights
     are loaded (unless ``load_parent`` is False: a resumed run loads its own checkpoint instead) and
     the stage freezes what it does not train. ``rank_and_world_size``: as :func:`rank_and_world` gave it
-    (:func:`train` passes its own); by default read here.
+    (:func:`train` passes its own); by default read here. ``model``: a module of yours instead of
+    ``config.model``'s (:func:`build_network`; ``config.model`` becomes ``"custom:<its class>"``).
     """
+    config = naming_model(config, model)
     device = device if device is not None else resolve_device(config.device)
     rank, world = rank_and_world_size if rank_and_world_size is not None else rank_and_world(config)
     # Data prepared elsewhere (on the CPU, say, and reused across runs) moves to the run's device: the epoch's
@@ -187,7 +197,7 @@ def build_run(
         )
     spec, stage = loss_spec(config.loss), stage_spec(config.stage)
     torch.manual_seed(config.seed)
-    model = build_network(config, data.num_classes, data.in_channels, spec)
+    model = build_network(config, data.num_classes, data.in_channels, spec, model=model)
     parent = None
     if config.init_from is not None and load_parent:
         state, parent = read_parent(config, device)
@@ -317,6 +327,7 @@ def train(
     overwrite: bool = False,
     verbose: int = 1,
     data: PreparedData | None = None,
+    model: nn.Module | None = None,
 ) -> dict[str, Any]:
     """Trains ``config`` and returns the result written to ``out_dir/result.json``.
 
@@ -332,6 +343,8 @@ def train(
             Without ``resume`` or ``overwrite``, a folder that holds a run is refused.
         verbose: 0 silent, 1 one line per epoch (logs), 2 progress bars too.
         data: prepared data to reuse across runs (the benchmark matrix); loaded from ``config`` otherwise.
+        model: a module of yours to train instead of ``config.model``'s (see :func:`build_run`); the run records
+            ``model = "custom:<its class>"``, and resuming it needs the same module again.
 
     Raises:
         RunFolderError: the folder is in use, holds a run (without resume / overwrite) or a diverged one.
@@ -344,6 +357,7 @@ def train(
         raise ValueError("resume and overwrite must not both be set (resume continues the run in out_dir, overwrite "
                          "replaces it); got resume=True, overwrite=True")
     out = check_output_folder(out_dir, "out_dir")
+    config = naming_model(config, model)
     if config.tensorboard:
         tensorboard_writer(None)  # only the check that TensorBoard is installed, before any work
     device = resolve_device(config.device)
@@ -357,7 +371,7 @@ def train(
             out.mkdir(parents=True, exist_ok=True)
         with folder_lock(out) if rank == 0 else nullcontext():
             result = _train_in(out, config, device, rank, world, resume=resume, overwrite=overwrite, verbose=verbose,
-                               data=data)
+                               data=data, model=model)
         if started_group:
             # Every rank finishes before any tears its group down: without this barrier 1 of 6 two-process gloo runs
             # here aborted at exit ("terminate called without an active exception", SIGABRT in one rank).
@@ -370,7 +384,7 @@ def train(
 
 def _train_in(
     out: Path, config: TrainConfig, device: torch.device, rank: int, world: int, *, resume: bool, overwrite: bool,
-    verbose: int, data: PreparedData | None,
+    verbose: int, data: PreparedData | None, model: nn.Module | None = None,
 ) -> dict[str, Any]:
     """:func:`train` in its checked and locked folder ``out`` (locked by rank 0)."""
     progress = Progress()
@@ -381,7 +395,8 @@ def _train_in(
         return finished
 
     # Data, model, loss, optimiser (and the run's own checkpoint when resumed).
-    run = build_run(config, data, device, load_parent=checkpoint is None, rank_and_world_size=(rank, world))
+    run = build_run(config, data, device, load_parent=checkpoint is None, rank_and_world_size=(rank, world),
+                    model=model)
     if rank == 0:
         save_config(out, config)
     if checkpoint is not None:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from longtail.cli import main
+from longtail.cli import _config_from, build_parser, main
 from longtail.data import carve_test_split, load_table, read_table, table_counts
 from longtail.models import MLP, build_model
 from longtail.train import TrainConfig, prepare_data
@@ -146,7 +146,7 @@ def test_each_bad_table_is_one_line_naming_the_file_and_column(tmp_path, capsys,
     table.write_text("\n".join(lines) + "\n")
     target = {"no_target": [], "wrong_target": ["--target", "label"]}.get(case, ["--target", "y"])
     data = str(tmp_path / "nowhere.csv") if case == "missing_file" else str(table)
-    run = [arg for arg in MLP_RUN if not (case == "augment" and arg == "--no-augment")]
+    run = [("--augment" if case == "augment" and arg == "--no-augment" else arg) for arg in MLP_RUN]  # asked for
     err = one_line_error(["train", "--dataset", "table", "--data-dir", data, *target, "--out", str(tmp_path / "run"),
                           *run], capsys)
     assert re.search(expected, err.strip()), err
@@ -176,3 +176,16 @@ def test_a_feature_constant_over_the_training_rows_is_centred_not_blown_up(tmp_p
                                         augment=False), CPU)
     assert prepared.std[-1] == 1.0 and prepared.mean[-1] == pytest.approx(5.0)
     assert prepared.test.images.flatten(1)[:, -1].abs().max() == pytest.approx(2.0)
+
+
+def test_a_table_trains_without_augmentation_unless_augment_is_asked_for_which_is_refused(tmp_path, capsys):
+    table = write_table(tmp_path / "rows.csv")
+    run = [a for a in MLP_RUN if a != "--no-augment"]
+    assert main(["train", "--dataset", "table", "--data-dir", str(table), "--target", "y", *run,
+                 "--out", str(tmp_path / "run")]) == 0
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["config"]["augment"] is False
+    err = one_line_error(["train", "--dataset", "table", "--data-dir", str(table), "--target", "y", *run, "--augment",
+                          "--out", str(tmp_path / "asked")], capsys)
+    assert "augment" in err
+    args = build_parser().parse_args(["train"])
+    assert _config_from(args).augment is True  # images keep the declared default

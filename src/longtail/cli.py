@@ -38,6 +38,17 @@ class _DeclaredImbalance(float):
     (``DatasetSpec.draw_long_tail=False``) then trains at 1, its own tail; one given draws a tail from it."""
 
 
+class _DeclaredAugment:
+    """The declared default of ``--augment`` (on), told apart from ``--augment`` given: a dataset whose inputs are
+    not images (``DatasetSpec.augmentable=False``, a table) then trains without augmentation; one given is refused."""
+
+    def __repr__(self) -> str:
+        return "True"
+
+
+_DECLARED_AUGMENT = _DeclaredAugment()
+
+
 def _int_list(text: str) -> list[int]:
     try:
         return [int(v) for v in text.split(",") if v.strip()]
@@ -71,6 +82,7 @@ def _field_option(parser: argparse.ArgumentParser, name: str, default: Any = dat
     if default is dataclasses.MISSING:
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         default = _DeclaredImbalance(default) if name == "imbalance" else default
+        default = _DECLARED_AUGMENT if name == "augment" and default is True else default
     flag = "--" + f.name.replace("_", "-")
     kind = _base_type(_config_types()[f.name])
     help_text = prefix + f.metadata["help"]
@@ -105,11 +117,14 @@ def _config_from(args: argparse.Namespace) -> Any:
     from .train.config import TrainConfig
 
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
-    if isinstance(values["imbalance"], _DeclaredImbalance):  # no --imbalance (nor a preset's, a config file's)
-        from .data.registry import DATASETS
+    from .data.registry import DATASETS
 
-        spec = DATASETS.get(values["dataset"])  # a dataset of yours (folder, arrays): its natural tail, at 1
+    spec = DATASETS.get(values["dataset"])
+    if isinstance(values["imbalance"], _DeclaredImbalance):  # no --imbalance (nor a preset's, a config file's)
+        # A dataset of yours (folder, arrays, table): its natural tail, at 1.
         values["imbalance"] = 1.0 if spec is not None and not spec.draw_long_tail else float(values["imbalance"])
+    if values["augment"] is _DECLARED_AUGMENT:  # no --augment / --no-augment: images are augmented, tables are not
+        values["augment"] = spec is None or spec.augmentable
     try:
         return TrainConfig(**values, tau=args.tau)
     except (TypeError, ValueError) as exc:

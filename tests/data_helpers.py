@@ -176,3 +176,16 @@ def loopback_server(routes: Mapping[str, tuple[bytes, str]]) -> Iterator[tuple[s
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+def one_line_error(argv: list[str], capsys: Any) -> str:
+    """``longtail <argv>`` run in-process must stop with exit status 2 and one line on stderr; returns that line."""
+    import pytest
+
+    from longtail.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1, err
+    return err

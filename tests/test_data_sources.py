@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from data_helpers import one_line_error
 from longtail.cli import main
 from longtail.data import DATASETS
 from longtail.data import folder as folder_source
@@ -39,14 +40,6 @@ def write_images(folder: Path, counts=TAIL, names=NAMES, size=(8, 8), mode="RGB"
             pixels = (rng.integers(0, 40, shape) + 50 * c).astype(np.uint8)
             Image.fromarray(pixels, mode).save(folder / name / f"{i:03d}.png")
     return folder
-
-
-def one_line_error(argv, capsys) -> str:
-    with pytest.raises(SystemExit) as stop:
-        main(argv)
-    err = capsys.readouterr().err
-    assert stop.value.code == 2 and err.count("\n") == 1, err
-    return err
 
 
 def test_a_folder_trains_on_its_natural_tail_through_the_cli_and_its_run_evaluates(tmp_path, capsys):

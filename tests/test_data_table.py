@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from data_helpers import one_line_error
 from longtail.cli import _config_from, build_parser, main
 from longtail.data import carve_test_split, load_table, read_table, table_counts
 from longtail.models import MLP, build_model
@@ -40,14 +41,6 @@ def write_table(path, counts=TAIL, labels=None, seed=0, extra=None):
             row += 1
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-def one_line_error(argv, capsys) -> str:
-    with pytest.raises(SystemExit) as stop:
-        main(argv)
-    err = capsys.readouterr().err
-    assert stop.value.code == 2 and err.count("\n") == 1, err
-    return err
 
 
 def test_ce_and_the_class_balanced_loss_train_the_mlp_on_a_csv_and_the_report_shows_per_class_figures(tmp_path,

@@ -73,14 +73,20 @@ def add_run_commands(commands: Any, field_option: Callable[..., None]) -> None:
 
     predict = commands.add_parser(
         "predict",
-        help="predict the classes of images with a run's model",
+        help="predict the classes of images (or a table's rows) with a run's model",
         description="Predicts the class of every image of --images with the run's model (post-hoc adjustment "
         "included) and writes CSV: index, class_index, class_name, probability (the softmax of the predicted "
         "class). Images: uint8 pixels or floats in [0, 1], shaped (N, H, W) or (N, C, H, W), in a .npy file, a "
-        ".pt file (a tensor saved with torch.save) or an IDX file (gzipped or not).",
+        ".pt file (a tensor saved with torch.save) or an IDX file (gzipped or not); or a folder of image files "
+        "(any depth) or one image file, decoded as --dataset folder decodes them (the CSV then names each file). "
+        "A run trained on --dataset table takes --table FILE.csv instead (its feature columns; the target may be "
+        "absent).",
     )
     predict.add_argument("run", metavar="RUN_DIR", type=Path, help="a run folder, or its checkpoint.pt")
-    predict.add_argument("--images", type=Path, required=True, metavar="FILE", help=".npy, .pt or IDX file")
+    source = predict.add_mutually_exclusive_group(required=True)
+    source.add_argument("--images", type=Path, metavar="PATH",
+                        help=".npy, .pt or IDX file, or a folder of image files, or one image file")
+    source.add_argument("--table", type=Path, metavar="FILE.csv", help="a table, for a run trained on a table")
     predict.add_argument("--out", type=Path, default=None, metavar="FILE.csv", help="CSV file (default: stdout)")
     predict.add_argument("--overwrite", action="store_true", help="replace --out's file if it exists")
     predict.add_argument("--batch-size", type=_positive_int, default=1024, metavar="N", help="default: 1024")
@@ -133,7 +139,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .io import write_text
-    from .runs import check_new_files, predict_rows, predictions_csv, read_images
+    from .predict import read_inputs
+    from .runs import check_new_files, predict_rows, predictions_csv
     from .train.device import resolve_device
     from .train.inference import load_model
 
@@ -142,8 +149,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             raise ValueError(f"--out must be a file name; got {str(args.out)!r}, a folder")
         check_new_files([args.out], args.overwrite, "--out", "--overwrite")
     trained = load_model(args.run, resolve_device(args.device))
-    images = read_images(args.images)
-    text = predictions_csv(predict_rows(trained, images, args.batch_size))
+    inputs, names = read_inputs(trained, images=args.images, table=args.table)
+    text = predictions_csv(predict_rows(trained, inputs, args.batch_size, names))
     if args.out is None:
         sys.stdout.write(text)
     else:

@@ -4,6 +4,8 @@
   adjustment included, exactly as the trainer did (``longtail evaluate``).
 - :func:`read_images` and :func:`predict_rows` read an image file (``.npy``, ``.pt`` or IDX) and give the
   predicted class and its probability per image (``longtail predict``); :func:`predictions_csv` writes them.
+- :func:`read_inputs` reads what the run was trained on: image files (a folder of them, or one) decoded as the
+  folder source decodes them, or a table's feature columns read as the table source reads them.
 
 All are importable from :mod:`longtail.runs` too. To load a model for your own code, see
 :func:`longtail.train.load_model` and ``docs/using_runs.md``.
@@ -19,7 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["evaluate_run", "predict_rows", "predictions_csv", "read_images"]
+__all__ = ["evaluate_run", "predict_rows", "predictions_csv", "read_images", "read_inputs"]
 
 
 def evaluate_run(
@@ -112,6 +114,74 @@ def read_images(path: str | os.PathLike[str]) -> Any:
     return read_idx(path)
 
 
+def _image_files(path: Path) -> tuple[list[Path], list[str]]:
+    """The image files at ``path`` (one file, or a folder's at any depth, sorted; hidden ones skipped) and their
+    names in the CSV (the path under the folder, or the file's name)."""
+    from .data.counting import IMAGE_EXTENSIONS
+
+    if path.is_file():
+        return [path], [path.name]
+    files = [p for p in sorted(path.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+             and not any(part.startswith(".") for part in p.relative_to(path).parts)]
+    if not files:
+        raise ValueError(f"{path}: expected image files ({' '.join(IMAGE_EXTENSIONS)}) in the folder; got none")
+    return files, [p.relative_to(path).as_posix() for p in files]
+
+
+def read_inputs(trained: Any, images: str | os.PathLike[str] | None = None,
+                table: str | os.PathLike[str] | None = None) -> tuple[Any, list[str] | None]:
+    """``(inputs, names)`` for :func:`predict_rows`: what ``longtail predict --images`` / ``--table`` read.
+
+    ``images``: a ``.npy``, ``.pt`` or IDX file (:func:`read_images`; names None: rows are numbered), or a folder of
+    image files (any depth, sorted) or one image file, decoded by the folder source's decoder: converted with
+    Pillow to the run's channels (``"L"`` for a grey run, ``"RGB"`` for a colour one: grey repeated, colour turned
+    to luminance) and resized (bilinear) to the run's image size; names: the files. ``table``: a table with the
+    run's feature columns, read by the table source (its ``encode_categorical``; the target column may be absent);
+    the features are standardised by the model with the run's statistics (not divided by 255); names None.
+
+    Raises:
+        ValueError: a table run given images, an image run given a table, features that are not the run's.
+    """
+    import torch
+
+    trained_on_table = trained.config.dataset == "table"
+    if (table is None) == (images is None):
+        raise ValueError("predict reads either images or a table; got " + ("both" if table is not None else "neither"))
+    if table is not None:
+        if not trained_on_table:
+            raise ValueError(f"--table needs a run trained on a table (--dataset table); got a run trained on "
+                             f"images (dataset {trained.config.dataset!r}): pass --images")
+        from .data.counting import TABLE_EXTENSIONS
+        from .data.table import _columns, _features
+
+        path = Path(table).expanduser()
+        if not path.is_file() or path.suffix.lower() not in TABLE_EXTENSIONS:
+            raise ValueError(f"{path}: expected a table file ({', '.join(TABLE_EXTENSIONS)})")
+        columns = _columns(path)
+        columns.pop(trained.config.target, None)  # the labels, when the file has them
+        features, names = _features(columns, trained.config.encode_categorical, path)
+        if features.shape[1] != trained.in_channels:
+            raise ValueError(f"{path}: expected the run's {trained.in_channels} feature columns; got "
+                             f"{features.shape[1]} ({', '.join(names)})")
+        return torch.from_numpy(features.astype("float32")).reshape(len(features), -1, 1, 1), None
+    if trained_on_table:
+        raise ValueError(f"--images needs a run trained on images; got a run trained on a table "
+                         f"({trained.config.data_dir}): pass --table FILE.csv")
+    path = Path(images).expanduser()
+    from .data.counting import IMAGE_EXTENSIONS
+
+    if not path.exists() or (not path.is_dir() and path.suffix.lower() not in IMAGE_EXTENSIONS):
+        return read_images(path), None
+    import numpy as np
+
+    from .data.folder import _decode
+
+    files, names = _image_files(path)
+    mode = "RGB" if trained.in_channels == 3 else "L"
+    pixels = np.stack([_decode(f, mode, tuple(trained.image_size)) for f in files])
+    return torch.from_numpy(pixels), names
+
+
 def _check_float_range(images: Any) -> None:
     import torch
 
@@ -122,20 +192,27 @@ def _check_float_range(images: Any) -> None:
             raise ValueError(f"images must be uint8 pixels or floats in [0, 1]; got floats in [{low:g}, {high:g}]")
 
 
-def predict_rows(trained: Any, images: Any, batch_size: int = 1024) -> list[tuple[int, int, str, float]]:
-    """``(index, class_index, class_name, probability)`` per image: the predicted class (as
-    :meth:`~longtail.train.TrainedModel.predict`) and its softmax probability."""
-    _check_float_range(images)
+def predict_rows(trained: Any, images: Any, batch_size: int = 1024,
+                 names: list[str] | None = None) -> list[tuple[int | str, int, str, float]]:
+    """``(index, class_index, class_name, probability)`` per image (``names[i]`` in place of the index when
+    given): the predicted class (as :meth:`~longtail.train.TrainedModel.predict`) and its softmax probability.
+    A table run's features are any floats (the model standardises them); images are uint8 or floats in [0, 1]."""
+    if trained.config.dataset != "table":
+        _check_float_range(images)
     logits = trained.logits(images, batch_size)
     predicted = logits.argmax(1)
     probability = logits.softmax(1).gather(1, predicted[:, None])[:, 0]
-    return [(i, c, trained.classes[c], p) for i, (c, p) in enumerate(zip(predicted.tolist(), probability.tolist()))]
+    keys = names if names is not None else range(len(predicted))
+    return [(k, c, trained.classes[c], p) for k, c, p in zip(keys, predicted.tolist(), probability.tolist())]
 
 
-def predictions_csv(rows: Iterable[tuple[int, int, str, float]]) -> str:
-    """The rows of :func:`predict_rows` as CSV text (a header, the probability with 6 decimals)."""
+def predictions_csv(rows: Iterable[tuple[int | str, int, str, float]]) -> str:
+    """The rows of :func:`predict_rows` as CSV text (a header: ``file`` in place of ``index`` when the rows name
+    files; the probability with 6 decimals)."""
+    rows = list(rows)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["index", "class_index", "class_name", "probability"])
+    writer.writerow(["file" if rows and isinstance(rows[0][0], str) else "index", "class_index", "class_name",
+                     "probability"])
     writer.writerows((i, c, name, f"{p:.6f}") for i, c, name, p in rows)
     return buffer.getvalue()

@@ -244,3 +244,17 @@ def test_counts_from_file_names_are_the_images_the_folder_source_decodes(tmp_pat
     for scan in (read_image_folder, folder_counts):  # both refuse a folder beside train/ alike
         with pytest.raises(ValueError, match="expected only train/, val/ and test/ folders beside train/; got extra/"):
             scan(root)
+
+
+def test_a_folder_run_takes_a_second_stage_tune_beta_and_a_report(tmp_path):
+    data = str(write_images(tmp_path / "pets"))
+    first = ["--dataset", "folder", "--data-dir", data, *TINY]
+    assert main(["train", *first, "--out", str(tmp_path / "ce")]) == 0
+    assert main(["train", *first, "--stage", "crt", "--init-from", str(tmp_path / "ce"), "--out",
+                 str(tmp_path / "crt")]) == 0
+    crt = json.loads((tmp_path / "crt" / "result.json").read_text())
+    assert crt["status"] == "complete" and crt["parent"] is not None and crt["classes"] == list(NAMES)
+    assert main(["tune-beta", *first, "--val-per-class", "2", "--out", str(tmp_path / "tune")]) == 0
+    assert json.loads((tmp_path / "tune" / "tune_beta.json").read_text())["chosen"]
+    assert main(["report", str(tmp_path / "ce"), str(tmp_path / "crt"), "--out", str(tmp_path / "report")]) == 0
+    assert "crt" in (tmp_path / "report" / "report.md").read_text()

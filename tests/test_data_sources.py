@@ -258,3 +258,10 @@ def test_a_folder_run_takes_a_second_stage_tune_beta_and_a_report(tmp_path):
     assert json.loads((tmp_path / "tune" / "tune_beta.json").read_text())["chosen"]
     assert main(["report", str(tmp_path / "ce"), str(tmp_path / "crt"), "--out", str(tmp_path / "report")]) == 0
     assert "crt" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_an_image_size_past_the_machines_memory_is_refused_before_any_allocation(tmp_path, capsys):
+    data = str(write_images(tmp_path / "pets"))
+    err = one_line_error(["train", "--dataset", "folder", "--data-dir", data, "--image-size", "1000000", *TINY,
+                          "--out", str(tmp_path / "run")], capsys)
+    assert "choose a smaller --image-size" in err and "GiB" in err, err

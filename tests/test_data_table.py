@@ -182,3 +182,11 @@ def test_a_table_trains_without_augmentation_unless_augment_is_asked_for_which_i
     assert "augment" in err
     args = build_parser().parse_args(["train"])
     assert _config_from(args).augment is True  # images keep the declared default
+
+
+def test_a_table_with_only_a_header_is_one_line(tmp_path, capsys):
+    table = tmp_path / "rows.csv"
+    table.write_text("a,b,y\n")
+    err = one_line_error(["train", "--dataset", "table", "--data-dir", str(table), "--target", "y", *MLP_RUN,
+                          "--out", str(tmp_path / "run")], capsys)
+    assert err.strip().endswith("rows.csv: expected at least one row under the header; got none"), err

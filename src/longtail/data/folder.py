@@ -216,6 +216,12 @@ def _decode_folder(root: Path, splits: dict[str, list[tuple[str, list[Path]]]], 
         size = max(counts, key=lambda s: (counts[s], s[0] * s[1], s))
     else:
         size = (image_size, image_size)
+    channels, images = 3 if colour else 1, sum(len(members) for classes in splits.values() for _, members in classes)
+    needed, memory = images * channels * size[0] * size[1], os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if needed > memory // 2:  # refused before allocating (--image-size 1000000 asked numpy for 322 TiB)
+        raise ValueError(f"image_size must keep the decoded folder ({images} images of {channels} x {size[0]} x "
+                         f"{size[1]} bytes = {needed / 2**30:.1f} GiB) within half this machine's memory "
+                         f"({memory / 2**30:.1f} GiB); got image_size {size[0]}: choose a smaller --image-size")
     classes = [name for name, _ in splits["train"]]
     arrays: dict[str, np.ndarray] = {"classes": np.array(classes, dtype=str)}
     for split, members in splits.items():

@@ -167,9 +167,9 @@ def read_table(path: str | os.PathLike[str], target: str | None, *,
     if target is None or target not in columns:
         what = "a target (--target COLUMN), the label column" if target is None else f"target column {target!r}"
         raise ValueError(f"{path}: expected {what}; its columns: {', '.join(columns)}")
-    labels, classes = _labels(columns.pop(target), target, path)
-    if not len(labels):
+    if not columns[target]:  # checked before the labels: their class rule needs one row
         raise ValueError(f"{path}: expected at least one row under the header; got none")
+    labels, classes = _labels(columns.pop(target), target, path)
     features, names = _features(columns, encode_categorical, path)
     images = torch.from_numpy(features.astype(np.float32)).reshape(len(labels), -1, 1, 1)
     return LabelledImages(images, labels, classes), names

@@ -82,6 +82,11 @@ def lightning(out: Path) -> None:
                          enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(out))
     trainer.fit(module)
     _write(out, "lightning", {"rank": trainer.global_rank, "world_size": trainer.world_size, "epochs": module.seen})
+    if dist.is_initialized():
+        # Every rank finishes before the group is torn down: without it one rank aborted at exit here once
+        # ("terminate called without an active exception", SIGABRT), as the trainer's runs did before its barrier.
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
